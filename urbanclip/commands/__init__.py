@@ -1,0 +1,1 @@
+"""One module per CLI subcommand (see urbanclip/cli.py for the contract)."""
