@@ -36,3 +36,25 @@ def release_dir() -> Path:
     if not (d / "indicators.csv").is_file():
         pytest.skip(f"reference data not found at {d}")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace_path(tmp_path_factory) -> Path:
+    """A tiny synthetic demo workspace (3 cities x 8x8 cells, 64 px tiles), built once.
+
+    Do not modify it; use `tiny_workspace_copy` for a private, writable copy.
+    """
+    from urbanclip.demo import build_demo
+
+    root = tmp_path_factory.mktemp("tiny") / "ws"
+    build_demo(root, seed=0, n_cities=3, rows=8, cols=8, tile_px=64)
+    return root
+
+
+@pytest.fixture
+def tiny_workspace_copy(tiny_workspace_path, tmp_path) -> Path:
+    import shutil
+
+    dest = tmp_path / "ws"
+    shutil.copytree(tiny_workspace_path, dest)
+    return dest
