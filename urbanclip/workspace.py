@@ -242,7 +242,8 @@ def normalise_cells(cells: gpd.GeoDataFrame | pd.DataFrame, indicators: Iterable
     cells["col"] = cells["col"].astype("int32")
     if "image" not in cells:
         cells["image"] = None
-    cells["image"] = [v if isinstance(v, str) and v else None for v in cells["image"]]
+    # object dtype keeps None as None (pandas 3 would otherwise infer a string dtype with NaN)
+    cells["image"] = pd.Series([v if isinstance(v, str) and v else None for v in cells["image"]], index=cells.index, dtype=object)
     if "text_raw" not in cells:
         cells["text_raw"] = ""
     cells["text_raw"] = cells["text_raw"].fillna("").astype(str)
@@ -251,7 +252,7 @@ def normalise_cells(cells: gpd.GeoDataFrame | pd.DataFrame, indicators: Iterable
     flags = []
     for f, img, txt in zip(cells["flags"].fillna(""), cells["image"], cells["text_raw"]):
         parts = [p for p in str(f).split(";") if p]
-        if img is None and "missing_image" not in parts:
+        if not isinstance(img, str) and "missing_image" not in parts:
             parts.append("missing_image")
         if not txt and "missing_text" not in parts:
             parts.append("missing_text")

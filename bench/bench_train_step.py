@@ -1,0 +1,130 @@
+"""Training-step throughput (images/s) of our UrbanCLIP vs lucidrains' CoCa (`coca-pytorch`).
+
+Both models get the SAME image encoder (timm ViT of the config's size, all
+tokens out), the same text width / depth (unimodal + multimodal) / heads,
+vocabulary, number of visual queries, image size and sequence length; each step
+is forward (contrastive + captioning loss) + backward + AdamW. Rounds alternate
+between the two models so load from other processes hits both alike; we report
+the median images/s over rounds and the ratio ours / CoCa.
+
+    python bench/bench_train_step.py                    # demo config, batch 32
+    python bench/bench_train_step.py --config paper-small --batch 16
+
+Needs `pip install coca-pytorch==0.1.0` (pulls only einops; torch untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from urbanclip.config import ModelConfig, demo_config  # noqa: E402
+from urbanclip.model import UrbanCLIP  # noqa: E402
+from urbanclip.tokenizer import UrbanTokenizer  # noqa: E402
+
+CONFIGS = {
+    "demo": lambda: demo_config()[0],
+    # a ViT-S-like middle ground that still runs on a laptop CPU
+    "paper-small": lambda: ModelConfig(image_size=128, patch_size=16, width=256, depth=6, heads=8, embed_dim=256,
+                                       n_visual_queries=64, text_width=256, text_depth=6, text_heads=8,
+                                       vocab_size=4000, context_length=48),
+}
+
+
+def ours(cfg: ModelConfig, vocab: int):
+    tok = UrbanTokenizer.train(["a park beside a river", "dense blocks"], vocab_size=min(cfg.vocab_size, 300))
+    model = UrbanCLIP(cfg, tok).train()
+
+    def step(images, ids, mask):
+        return model.loss(images, ids, mask).total
+    return model, step
+
+
+def coca(cfg: ModelConfig, vocab: int):
+    from coca_pytorch.coca_pytorch import CoCa
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.width, depth=cfg.depth,
+                            num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, class_token=True, global_pool="",
+                            num_classes=0)
+
+    class Tokens(torch.nn.Module):  # CoCa wants the encoder to return [b, n, image_dim]
+        def __init__(self):
+            super().__init__()
+            self.vit = vit
+
+        def forward(self, x):
+            return self.vit.forward_features(x)
+
+    # CoCa adds one [CLS] query to num_img_queries itself
+    model = CoCa(dim=cfg.text_width, num_tokens=vocab, unimodal_depth=cfg.unimodal_depth,
+                 multimodal_depth=cfg.multimodal_depth, dim_latents=cfg.embed_dim, image_dim=cfg.width,
+                 num_img_queries=cfg.n_visual_queries, dim_head=cfg.text_width // cfg.text_heads,
+                 heads=cfg.text_heads, img_encoder=Tokens(), pad_id=0).train()
+
+    def step(images, ids, mask):
+        return model(text=ids, images=images, return_loss=True)
+    return model, step
+
+
+def time_steps(model, step, batch, n_steps: int) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        loss = step(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return batch[0].shape[0] * n_steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="demo")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = CONFIGS[args.config]()
+    vocab = cfg.vocab_size
+    images = torch.randn(args.batch, 3, cfg.image_size, cfg.image_size)
+    ids = torch.randint(4, vocab, (args.batch, cfg.context_length))
+    ids[:, 0] = 1
+    lengths = torch.randint(cfg.context_length // 3, cfg.context_length, (args.batch,))
+    mask = torch.arange(cfg.context_length)[None] < lengths[:, None]
+    ids = ids.masked_fill(~mask, 0)
+    batch = (images, ids, mask)
+    models = {"urbanclip": ours(cfg, vocab), "coca-pytorch": coca(cfg, vocab)}
+    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in models.items()}
+    for m, step in models.values():  # warm-up: allocator, kernels
+        time_steps(m, step, batch, 2)
+    rates: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(args.rounds):
+        for k, (m, step) in models.items():
+            rates[k].append(time_steps(m, step, batch, args.steps))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = med["urbanclip"] / med["coca-pytorch"]
+    print(f"config {args.config} ({json.dumps(dataclasses.asdict(cfg))}), batch {args.batch}, "
+          f"{args.threads} threads, torch {torch.__version__}")
+    for k in models:
+        print(f"  {k:13s} {med[k]:8.1f} images/s (median of {args.rounds} rounds x {args.steps} steps; "
+              f"rounds {[round(r, 1) for r in rates[k]]}), {params[k] / 1e6:.2f} M params")
+    print(f"ratio urbanclip / coca-pytorch = {ratio:.2f}x")
+    print(json.dumps({"config": args.config, "batch": args.batch, "images_per_s": med, "ratio": ratio,
+                      "params": params}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Streamlit glue shared by the pages: cached loaders and session-state keys.
+
+Heavy objects (workspace, model, embeddings, index, probe heads) are loaded once
+per process by `st.cache_resource`; the key includes the active-model choice, so
+making another checkpoint active on the Train page reloads them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from urbanclip.errors import UserError
+from urbanclip.services.context import AppContext, active_model_file, active_model_path, load_context, workspace_dir
+
+# session_state keys
+CITY = "city"
+SELECTED = "selected_cell"
+SEARCH = "search_result"
+LAST_CLICK = "_last_map_click"
+
+
+def ensure_navigation() -> None:
+    """Route a deep link through app.py when Streamlit is still in `pages/` auto-discovery mode.
+
+    Streamlit 1.67 treats the very first session of a fresh server that opens
+    /compare or /train directly as an MPA-v1 app (app.py never ran, so its
+    st.navigation is unknown). Switching to app.py registers the real navigation.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # internal module moved: nothing to fix
+        return
+    if PagesManager.uses_pages_directory:
+        st.switch_page(str(Path(__file__).resolve().parents[1] / "app.py"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _context(root: str, model_key: str, _progress=None) -> AppContext:
+    return load_context(root, progress=_progress or (lambda m: None))
+
+
+def model_key() -> str:
+    """Changes when the active model changes (file content), so the cache reloads."""
+    f = active_model_file()
+    chosen = f.read_text("utf-8") if f.is_file() else ""
+    try:
+        path = active_model_path()
+    except UserError:
+        path = None
+    return json.dumps([chosen, str(path)])
+
+
+def get_context() -> AppContext | None:
+    """The cached AppContext, or None after showing a friendly error."""
+    root = workspace_dir()
+    box = st.empty()
+    try:
+        with st.spinner("Loading workspace and model..."):
+            ctx = _context(str(root), model_key(), _progress=lambda m: box.info(m))
+    except UserError as e:
+        box.empty()
+        st.error(f"Cannot open the workspace: {e}")
+        st.info("Build the demo with `python -m urbanclip demo`, or point the app at a workspace with "
+                "`URBANCLIP_WORKSPACE=/path/to/workspace streamlit run app.py`.")
+        return None
+    box.empty()
+    return ctx
+
+
+def show_notes(ctx: AppContext) -> None:
+    """What is unavailable and why (no model, no probes, ...), collapsed when all is well."""
+    if ctx.notes:
+        with st.expander(f"Status: {len(ctx.notes)} note(s)", expanded=not ctx.has_model):
+            for note in ctx.notes:
+                st.info(note)
+    if ctx.workspace.manifest.synthetic:
+        st.caption("This is the SYNTHETIC demo workspace: images, descriptions and indicators are generated, not real.")

@@ -1,0 +1,123 @@
+"""End to end in headless Chromium: start `streamlit run app.py`, click a cell, read the panel.
+
+Every request not to 127.0.0.1 is blocked and recorded; the test asserts none was
+made, so the page (Leaflet, basemap, panel) works with no internet. Uses Debian's
+/usr/bin/chromium through Playwright (never `playwright install`); skips cleanly
+when either is missing. URBANCLIP_UPDATE_SCREENSHOT=1 copies the screenshot to
+assets/screenshot.png (the README's).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+if not CHROMIUM.exists():
+    pytest.skip("/usr/bin/chromium is absent (apt-get install chromium chromium-driver)", allow_module_level=True)
+
+
+EMBEDDINGS_AVAILABLE = importlib.util.find_spec("urbanclip.encoders") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from app_helpers import tiny_workspace
+
+    home = tmp_path_factory.mktemp("e2e-home")
+    ws_root = home / "workspaces" / "demo"
+    tiny_workspace(ws_root, n=8, px=64)
+    port = _free_port()
+    env = dict(os.environ, URBANCLIP_HOME=str(home), URBANCLIP_WORKSPACE=str(ws_root),
+               PYTHONPATH=str(REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log = open(home / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
+    yield url, home
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
+    url, home = app_server
+    blocked: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+        def guard(route):
+            u = route.request.url
+            if u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")):
+                route.continue_()
+            else:
+                blocked.append(u)
+                route.abort()
+
+        page.context.route("**/*", guard)
+        page.goto(url, wait_until="domcontentloaded")
+        # the map lives in the streamlit-folium iframe; wait for Leaflet's cell paths
+        frame_el = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=240_000)
+        frame = frame_el.content_frame()
+        frame.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+        frame.wait_for_selector("img.leaflet-image-layer", state="attached", timeout=30_000)
+        cells = frame.query_selector_all("path.leaflet-interactive")
+        assert len(cells) >= 64  # 8x8 grid of the first city
+        cells[len(cells) // 2 + 3].click()
+        page.get_by_text("Most similar cells in other cities", exact=True).wait_for(timeout=60_000)
+        page.get_by_text("Indicators", exact=True).wait_for(timeout=10_000)
+        body = page.inner_text("body")
+        assert "Source description" in body or "Generated description" in body
+        assert "Population" in body and "persons" in body
+        desc = page.inner_text("[data-testid='stMainBlockContainer']")
+        if EMBEDDINGS_AVAILABLE:  # a model or the training-free fallback encoder gives look-alikes
+            page.get_by_text("similarity", exact=False).first.wait_for(timeout=30_000)
+            assert "Go to " in page.inner_text("[data-testid='stMainBlockContainer']")
+        else:  # before the probe helper's encoders exist: the panel says why there are none
+            assert "Similar cells need a trained model" in desc, desc[-1500:]
+        page.wait_for_timeout(1500)  # let images settle for the screenshot
+        shot = tmp_path / "screenshot.png"
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("URBANCLIP_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, REPO / "assets" / "screenshot.png")
+    shutil.copyfile(shot, Path(os.environ.get("URBANCLIP_E2E_SHOT", tmp_path / "last.png")))
+    assert blocked == [], f"the page tried to reach the internet: {blocked[:5]}"

@@ -1,0 +1,162 @@
+"""UrbanCLIP model: shapes, masks (no looking ahead, no looking at padding), learning, generation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from urbanclip.config import tiny_config
+from urbanclip.errors import UserError
+from urbanclip.model import UrbanCLIP
+from urbanclip.tokenizer import UrbanTokenizer
+
+CAPTIONS = ["a green park with trees.", "grey industrial warehouses.", "a wide river with water.",
+            "dense residential blocks."]
+
+
+@pytest.fixture(scope="module")
+def tok() -> UrbanTokenizer:
+    return UrbanTokenizer.train(CAPTIONS * 3, vocab_size=300)
+
+
+@pytest.fixture
+def model(tok) -> UrbanCLIP:
+    torch.manual_seed(0)
+    return UrbanCLIP(tiny_config()[0], tok).eval()
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_shapes_and_normalisation(model):
+    cfg = model.config
+    img = model.encode_image(_images(3))
+    txt = model.encode_text(CAPTIONS)
+    assert img.shape == (3, cfg.embed_dim) and txt.shape == (4, cfg.embed_dim)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert model.similarity(_images(3), CAPTIONS).shape == (3, 4)
+    ids, _ = model.tokenizer.encode_batch(CAPTIONS[:2], cfg.context_length)
+    assert model.caption_logits(_images(2), ids).shape == (2, cfg.context_length, cfg.vocab_size)
+
+
+def test_causal_mask_prevents_looking_ahead(model):
+    ids, _ = model.tokenizer.encode_batch(CAPTIONS[:2], 12)
+    changed = ids.clone()
+    changed[:, 6] = 42
+    a, b = model.caption_logits(_images(2), ids), model.caption_logits(_images(2), changed)
+    assert torch.equal(a[:, :6], b[:, :6])          # the past cannot see position 6
+    assert not torch.allclose(a[:, 6:], b[:, 6:])   # the future does
+
+
+def test_text_cls_ignores_padding_content(model):
+    ids, mask = model.tokenizer.encode_batch(["a park."], model.config.context_length)
+    garbage = ids.clone()
+    garbage[~mask] = 77  # different ids at padded positions, still masked out
+    assert torch.allclose(model.text_embedding(ids, mask), model.text_embedding(garbage, mask), atol=1e-6)
+
+
+def test_cls_does_not_change_token_states(model):
+    """Training (with the appended [CLS]) and generation (without) see the same token states."""
+    ids, mask = model.tokenizer.encode_batch(CAPTIONS, model.config.context_length - 1)
+    with_cls, _ = model._unimodal(ids, mask)
+    without, _ = model._unimodal(ids)
+    assert torch.allclose(with_cls[mask], without[mask], atol=1e-5)
+
+
+def test_loss_goes_down_on_a_tiny_batch(tok):
+    torch.manual_seed(0)
+    model = UrbanCLIP(tiny_config()[0], tok).train()
+    images = _images(4, seed=1)
+    ids, mask = tok.encode_batch(CAPTIONS, model.config.context_length)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        out = model.loss(images, ids, mask)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+        first = first if first is not None else [float(v.detach()) for v in out]
+    assert float(out.lm.detach()) < 0.5 * first[2]
+    assert float(out.con.detach()) < 0.3 * first[1]
+    model.eval()
+    assert model.generate(images[:1], max_len=20)[0] == CAPTIONS[0]
+
+
+def test_ablation_weights_switch_losses_off(model):
+    ids, mask = model.tokenizer.encode_batch(CAPTIONS[:2], model.config.context_length)
+    no_lm = model.loss(_images(2), ids, mask, lambda_con=1.0, lambda_lm=0.0)
+    no_con = model.loss(_images(2), ids, mask, lambda_con=0.0, lambda_lm=1.0)
+    assert float(no_lm.lm) == 0.0 and torch.allclose(no_lm.total, no_lm.con)
+    assert float(no_con.con) == 0.0 and torch.allclose(no_con.total, no_con.lm)
+
+
+class _ScriptedLogits:
+    """Replaces the decoder's next-token distribution: token 10, then 11, then EOS, for every row."""
+
+    def __init__(self, model: UrbanCLIP):
+        self.model, self.calls = model, 0
+
+    def __call__(self, ids, visual, banned, temperature=1.0):
+        script = [10, 11, self.model.tokenizer.eos_id]
+        nxt = script[min(ids.shape[1] - 1, 2)]
+        self.calls += 1
+        logp = torch.full((ids.shape[0], self.model.config.vocab_size), -1e4)
+        logp[:, nxt] = 0.0
+        return logp.log_softmax(-1)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "top-p"])
+def test_generation_stops_at_eos(model, strategy, monkeypatch):
+    scripted = _ScriptedLogits(model)
+    monkeypatch.setattr(model, "_next_logprobs", scripted)
+    out = model.generate(_images(2), max_len=20, strategy=strategy)
+    expected = model.tokenizer.decode([10, 11])
+    assert out == [expected, expected]
+    assert scripted.calls <= 3 * (2 if strategy == "beam" else 1)  # stopped at EOS, far before max_len
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "top-p"])
+def test_generation_runs_on_a_real_model(model, strategy):
+    out = model.generate(_images(2), max_len=5, strategy=strategy)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_generation_errors(model):
+    with pytest.raises(UserError, match="strategy"):
+        model.generate(_images(1), strategy="random")
+    with pytest.raises(UserError, match="max_len"):
+        model.generate(_images(1), max_len=0)
+
+
+def test_image_only_model(tmp_path):
+    torch.manual_seed(0)
+    vit = UrbanCLIP(tiny_config()[0], with_text=False)
+    assert vit.kind == "urbanvit" and not hasattr(vit, "token_emb")
+    out = vit.image_only_loss(_images(4, 1), _images(4, 2))
+    out.total.backward()
+    assert torch.isfinite(out.total) and vit.visual.patch_embed.proj.weight.grad is not None
+    with pytest.raises(UserError, match="image-only"):
+        vit.encode_text(["a park"])
+
+
+def test_tokenizer_bigger_than_vocab_is_rejected(tok):
+    cfg = dataclasses.replace(tiny_config()[0], vocab_size=300)
+    big = UrbanTokenizer.train([f"word{i} token{i * 7} thing{i * 13}" for i in range(300)], vocab_size=400)
+    assert big.vocab_size > 300
+    with pytest.raises(UserError, match="vocab_size"):
+        UrbanCLIP(cfg, big)
+
+
+def test_init_visual_from_local_checkpoint(tmp_path, model):
+    torch.manual_seed(1)
+    donor = UrbanCLIP(tiny_config()[0], with_text=False)
+    torch.save(donor.visual.state_dict(), tmp_path / "vit.pth")
+    report = model.init_visual_from(tmp_path / "vit.pth")
+    assert report == {"missing": [], "unexpected": []}
+    assert torch.equal(model.visual.pos_embed, donor.visual.pos_embed)
+    with pytest.raises(UserError, match="does not exist"):
+        model.init_visual_from(tmp_path / "missing.pth")

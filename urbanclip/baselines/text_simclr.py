@@ -1,0 +1,47 @@
+"""Text-SimCLR (paper ablation): image-image contrast whose positives are the cells with
+the most similar descriptions. Text only chooses pairs; the encoder sees images only.
+
+`similarity_fn(texts) -> [N, N]` defaults to TF-IDF cosine; a sentence encoder can
+be passed instead without touching the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from urbanclip.baselines.common import (BaselineConfig, few_threads, StepCallback, embed_in_batches, fit_subset, load_pixels,
+                                        text_neighbours, train_pairs)
+from urbanclip.workspace import Workspace, split_sentences
+
+
+@dataclass
+class TextSimCLRConfig(BaselineConfig):
+    temperature: float = 0.2
+    text_neighbours: int = 5
+    text_column: str = ""  # "" = the workspace's training column (refined when present)
+
+
+class TextSimCLREncoder:
+    label = "Text-SimCLR"
+
+    def __init__(self, cfg: TextSimCLRConfig | None = None,
+                 similarity_fn: Callable[[Sequence[str]], np.ndarray] | None = None):
+        self.cfg = cfg or TextSimCLRConfig()
+        self.similarity_fn = similarity_fn
+        sim = "tfidf" if similarity_fn is None else getattr(similarity_fn, "__name__", "custom")
+        self.key = f"text-simclr-{sim}-{self.cfg.digest()}"
+        self.on_step: StepCallback | None = None
+
+    @few_threads
+    def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
+        c = self.cfg
+        col = c.text_column or workspace.text_column()
+        fit = fit_subset(workspace, cell_ids, c.fit_on)
+        fit_ids = [cell_ids[i] for i in fit]
+        texts = [" ".join(split_sentences(t)) for t in workspace.cells.set_index("cell_id").loc[fit_ids, col]]
+        pos = text_neighbours(texts, c.text_neighbours, self.similarity_fn)
+        pixels = load_pixels(workspace, cell_ids, c.image_size)
+        enc = train_pairs(pixels[fit], pos, c, temperature=c.temperature, on_step=self.on_step)
+        return embed_in_batches(enc, pixels)

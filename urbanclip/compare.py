@@ -1,0 +1,164 @@
+"""The full comparison (paper Table 2 + ablations): every method, the same probe, one report.
+
+Baselines are trained on the workspace's own tiles (urbanclip.baselines); the
+UrbanCLIP family is pretrained with `urbanclip.train.pretrain` under
+OUT/runs/<method>/ (reused when that run already finished, so a rerun only
+re-probes), with the paper's ablations as TrainConfig switches:
+
+    urbanvit             image_only=True (same ViT, no text)
+    urbanclip-raw-text   text_column="text_raw" (w/o refined text)
+    urbanclip-no-lm      lambda_lm=0            (w/o L_LM)
+    urbanclip-no-con     lambda_con=0           (w/o L_Con)
+
+All methods share the workspace's stored split and the probe config; results
+are mean ± std over the probe seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from urbanclip.errors import UserError
+from urbanclip.probe import ProbeConfig, fit_probes, parse_indicators
+from urbanclip.reports import MethodRow, RunLog, write_table2
+from urbanclip.workspace import Workspace
+
+BASELINES = ("autoencoder", "pca", "resnet18", "tile2vec", "simclr-geo", "text-simclr")
+# method -> (table label, TrainConfig overrides)
+MODEL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "urbanvit": ("UrbanViT", {"image_only": True}),
+    "urbanclip-raw-text": ("UrbanCLIP w/o refined text", {"text_column": "text_raw"}),
+    "urbanclip-no-lm": ("UrbanCLIP w/o L_LM", {"lambda_lm": 0.0}),
+    "urbanclip-no-con": ("UrbanCLIP w/o L_Con", {"lambda_con": 0.0}),
+    "urbanclip": ("UrbanCLIP", {}),
+}
+ALL_METHODS = BASELINES + tuple(MODEL_METHODS)
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and with which budgets."""
+
+    methods: tuple[str, ...] = ALL_METHODS
+    indicators: str | Sequence[str] | None = None
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(seeds=(0, 1, 2)))
+    baseline_opts: dict[str, Any] = field(default_factory=dict)   # e.g. {"epochs": 8, "image_size": 64}
+    model_config: str = "demo"          # config name (demo/tiny/default) or JSON file for pretraining
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to every pretraining, e.g. max_steps
+    runs: dict[str, str] = field(default_factory=dict)             # method -> existing run folder to reuse
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in ALL_METHODS]
+        if bad:
+            raise UserError(f"unknown method {bad[0]!r}; choose from {', '.join(ALL_METHODS)}")
+        bad = [m for m in self.runs if m not in MODEL_METHODS]
+        if bad:
+            raise UserError(f"--run is only for model methods ({', '.join(MODEL_METHODS)}), got {bad[0]!r}")
+
+
+def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: RunLog) -> tuple[Path, str]:
+    """The run folder of a model method: given, already trained under OUT/runs, or trained now."""
+    if method in cfg.runs:
+        return Path(cfg.runs[method]), "given run"
+    from urbanclip.checkpoint import MODEL_FILE
+    from urbanclip.config import load_config
+
+    run = out / "runs" / method
+    if (run / MODEL_FILE).is_file():
+        log.message(f"{method}: reusing the finished run {run}")
+        return run, "reused run"
+    model_cfg, train_cfg = load_config(cfg.model_config)
+    overrides = {**cfg.train_overrides, **MODEL_METHODS[method][1]}
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(train_cfg)})
+    if unknown:
+        raise UserError(f"unknown training option {unknown[0]!r} for the comparison's pretraining runs")
+    train_cfg = dataclasses.replace(train_cfg, **overrides)
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)  # an unfinished run from an interrupted comparison: start it again
+    from urbanclip.train import pretrain
+
+    log.message(f"{method}: pretraining ({cfg.model_config} config) into {run}")
+    summary = pretrain(ws, run, model_cfg, train_cfg)
+    if summary.get("status") != "completed":  # stopped by a signal (the app's Cancel): stop the comparison too
+        raise KeyboardInterrupt(f"{method} pretraining {summary.get('status')}")
+    return run, "trained"
+
+
+def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig | None = None,
+                   bar: bool = False) -> tuple[list[MethodRow], dict[str, Path]]:
+    """Train/embed every method, probe it, and write OUT/report.{json,csv,md}."""
+    from urbanclip.embeddings import cached_embeddings
+    from urbanclip.encoders import make_encoder
+
+    cfg = cfg or CompareConfig()
+    ws = workspace
+    out = Path(out_dir)
+    names = parse_indicators(ws, cfg.indicators)
+    has_refined = "text_refined" in ws.cells.columns
+    log = RunLog(out, bar=bar, keys=[f"{n}_R2" for n in names])
+    log.start(f"compare {','.join(cfg.methods)}", len(cfg.methods))
+    rows: list[MethodRow] = []
+    try:
+        for i, method in enumerate(cfg.methods, 1):
+            t0 = time.time()
+            notes = ""
+            if method in MODEL_METHODS:
+                if method == "urbanclip-raw-text" and not has_refined:
+                    notes = "the workspace has no text_refined column, so this run trains on the same raw text as UrbanCLIP"
+                run, how = _model_run(ws, method, out, cfg, log)
+                enc = make_encoder(f"{'urbanvit' if method == 'urbanvit' else 'urbanclip'}:{run}", ws)
+                label = MODEL_METHODS[method][0]
+                notes = "; ".join(x for x in (notes, f"{how}: {run}") if x)
+            else:
+                log.message(f"{method}: training on the workspace's tiles")
+                enc = make_encoder(method, ws, **_opts_for(method, cfg.baseline_opts))
+                label = enc.label
+            table = cached_embeddings(ws, enc)
+            res = fit_probes(ws, table, names, cfg.probe, encoder_key=enc.key)
+            summ = res.summary()
+            rows.append(MethodRow(method, label, summ, notes=notes, encoder_key=enc.key,
+                                  seconds=time.time() - t0, counts=res.counts))
+            log.step(i, len(cfg.methods), **{f"{n}_R2": summ[n]["R2"]["mean"] for n in names})
+    except BaseException as e:
+        log.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {"error": str(e), "done": len(rows)})
+        if rows:  # keep what finished
+            write_table2(rows, names, out, title=f"Indicator prediction on {ws.name} (partial)", meta=_meta(ws, cfg))
+        raise
+    paths = write_table2(rows, names, out, title=f"Indicator prediction on {ws.name}", meta=_meta(ws, cfg))
+    log.end("completed", {"report": str(paths["json"]), "methods": len(rows)})
+    return rows, paths
+
+
+def _opts_for(method: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Budget options apply to every trainable baseline; PCA keeps its own size (10 comps on 32 px)."""
+    if method == "pca":
+        return {k: v for k, v in opts.items() if k in ("seed", "fit_on")}
+    if method == "resnet18":
+        return {k: v for k, v in opts.items() if k not in ("dim", "width", "epochs", "lr", "batch_size")}
+    return dict(opts)
+
+
+def _meta(ws: Workspace, cfg: CompareConfig) -> dict[str, Any]:
+    return {"workspace": str(ws.root), "fingerprint": ws.fingerprint(), "synthetic": ws.manifest.synthetic,
+            "probe": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg.probe).items()},
+            "baseline_opts": cfg.baseline_opts, "model_config": cfg.model_config,
+            "train_overrides": cfg.train_overrides}
+
+
+def beats(rows: Sequence[MethodRow], winner: str, losers: Sequence[str], metric: str = "R2") -> dict[str, dict[str, bool]]:
+    """{loser: {indicator: winner's mean R² > loser's}} for the acceptance check."""
+    by = {r.method: r for r in rows}
+    if winner not in by:
+        return {}
+    out = {}
+    for l in losers:
+        if l in by:
+            out[l] = {ind: by[winner].results[ind][metric]["mean"] > by[l].results[ind][metric]["mean"]
+                      for ind in by[winner].results}
+    return out

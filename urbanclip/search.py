@@ -1,0 +1,144 @@
+"""Cosine similarity search over cell embeddings, across cities.
+
+One interface, two engines: exact numpy (a matrix-vector product; fine up to
+~100k cells) and FAISS (`IndexFlatIP`, still exact) when `faiss` is importable.
+Vectors are L2-normalised once, so inner product = cosine. Filters by city are
+handled by keeping one sub-index per city, so `exclude_city` / `only_city`
+never need over-fetching and both engines return the same top-k.
+
+Free-text queries use the same index: pass the text tower's embedding
+(`model.encode_text([q])[0]`) to `scores` for a heat layer, or to `top_k`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from urbanclip.errors import UserError
+
+
+@dataclass(frozen=True)
+class Match:
+    """One search hit."""
+
+    cell_id: str
+    city: str
+    score: float  # cosine similarity in [-1, 1]
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.clip(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12, None)
+
+
+class SimilarityIndex:
+    """Exact cosine top-k over `vectors` (rows = `cell_ids`, each in `cities`).
+
+    backend: "auto" (FAISS if installed, else numpy), "numpy" or "faiss".
+    """
+
+    def __init__(self, vectors: np.ndarray, cell_ids: Sequence[str], cities: Sequence[str], backend: str = "auto"):
+        v = np.asarray(vectors)
+        if v.ndim != 2 or v.shape[0] == 0:
+            raise UserError(f"similarity index needs a non-empty 2-D array of embeddings, got shape {v.shape}")
+        if not (len(cell_ids) == len(cities) == v.shape[0]):
+            raise UserError(f"similarity index: {v.shape[0]} vectors but {len(cell_ids)} cell ids and {len(cities)} cities")
+        if not np.isfinite(v).all():
+            raise UserError("similarity index: embeddings contain NaN or infinite values; recompute them")
+        if backend == "auto":
+            backend = "faiss" if faiss_available() else "numpy"
+        if backend not in ("numpy", "faiss"):
+            raise UserError(f"unknown search backend {backend!r}; use 'auto', 'numpy' or 'faiss'")
+        if backend == "faiss" and not faiss_available():
+            raise UserError("backend 'faiss' requested but faiss is not installed (`pip install faiss-cpu`)")
+        self.backend = backend
+        self.vectors = normalise_rows(v)
+        self.cell_ids = [str(c) for c in cell_ids]
+        self.cities = np.asarray([str(c) for c in cities])
+        self.dim = int(v.shape[1])
+        self._rows_of_city = {c: np.flatnonzero(self.cities == c) for c in sorted(set(self.cities.tolist()))}
+        self._faiss: dict[str, object] = {}
+        if backend == "faiss":
+            import faiss
+
+            for c, rows in self._rows_of_city.items():
+                idx = faiss.IndexFlatIP(self.dim)
+                idx.add(np.ascontiguousarray(self.vectors[rows]))
+                self._faiss[c] = idx
+
+    def __len__(self) -> int:
+        return len(self.cell_ids)
+
+    @property
+    def city_names(self) -> list[str]:
+        return list(self._rows_of_city)
+
+    def _query(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q, dtype=np.float32).ravel()
+        if q.shape[0] != self.dim:
+            raise UserError(f"query vector has {q.shape[0]} dimensions, the index has {self.dim}; "
+                            "was it embedded by the same model?")
+        if not np.isfinite(q).all():
+            raise UserError("query vector contains NaN or infinite values")
+        return normalise_rows(q[None])[0]
+
+    def scores(self, query_vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every indexed cell to the query, in index order (a heat layer)."""
+        return self.vectors @ self._query(query_vector)
+
+    def _city_top(self, q: np.ndarray, city: str, k: int) -> list[tuple[float, int]]:
+        rows = self._rows_of_city[city]
+        k = min(k, len(rows))
+        if self.backend == "faiss":
+            d, i = self._faiss[city].search(q[None], k)
+            return [(float(s), int(rows[j])) for s, j in zip(d[0], i[0]) if j >= 0]
+        s = self.vectors[rows] @ q
+        part = np.argpartition(-s, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        return [(float(s[j]), int(rows[j])) for j in part]
+
+    def top_k(self, query_vector: np.ndarray, k: int = 5, exclude_city: str | None = None,
+              only_city: str | None = None) -> list[Match]:
+        """The k most similar cells (highest cosine first), optionally without / only one city."""
+        if k < 1:
+            raise UserError(f"k must be at least 1, got {k}")
+        for c in (exclude_city, only_city):
+            if c is not None and c not in self._rows_of_city:
+                raise UserError(f"city {c!r} has no indexed cells; indexed cities: {self.city_names}")
+        q = self._query(query_vector)
+        cities = [only_city] if only_city is not None else [c for c in self._rows_of_city if c != exclude_city]
+        hits: list[tuple[float, int]] = []
+        for c in cities:
+            hits.extend(self._city_top(q, c, k))
+        # ties broken by row index so both engines agree
+        hits.sort(key=lambda t: (-t[0], t[1]))
+        return [Match(self.cell_ids[i], str(self.cities[i]), s) for s, i in hits[:k]]
+
+    def top_k_per_city(self, query_vector: np.ndarray, k: int = 3, exclude_city: str | None = None) -> dict[str, list[Match]]:
+        """The paper's Figure: for a tile, its top matches in each other city."""
+        return {c: self.top_k(query_vector, k, only_city=c) for c in self.city_names if c != exclude_city}
+
+
+def describe_matches(workspace, matches: Sequence[Match], text_column: str | None = None) -> pd.DataFrame:
+    """Matches with the neighbours' indicators (raw) and descriptions, for tables and the CLI."""
+    col = text_column or workspace.text_column()
+    rows = []
+    for m in matches:
+        c = workspace.cell(m.cell_id)
+        row = {"cell_id": m.cell_id, "city": m.city, "score": round(float(m.score), 4)}
+        for k in workspace.indicator_names:
+            row[k] = float(c[k])
+        row["description"] = " ".join(str(c[col]).split("\n")) if isinstance(c[col], str) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,166 @@
+"""What the side panel shows for one cell: image, descriptions, indicators, look-alikes.
+
+`profile_cell` only reads cached embeddings and precomputed predictions, so a click
+costs a dictionary lookup plus one top-k over the index; generation (the only
+model forward pass) runs for the one clicked tile and is memoised per cell.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from urbanclip.errors import UserError
+from urbanclip.services.context import AppContext
+from urbanclip.workspace import split_sentences
+
+
+@dataclass
+class IndicatorValue:
+    """One indicator of a cell: observed (NaN = unknown) and predicted (None = no probe)."""
+
+    name: str
+    label: str
+    unit: str
+    observed: float
+    predicted: float | None
+
+
+@dataclass
+class SimilarCell:
+    cell_id: str
+    city: str
+    score: float
+    image_path: Path | None
+    observed: dict[str, float]
+    description: str
+
+
+@dataclass
+class CellProfile:
+    cell_id: str
+    city: str
+    row: int
+    col: int
+    lat: float
+    lon: float
+    image_path: Path | None
+    generated: str | None          # the model's description of the tile
+    generated_note: str            # why there is none, when None
+    source_description: str        # the workspace's own description ("" when none)
+    source_column: str             # which column it came from (text_refined / text_raw)
+    indicators: list[IndicatorValue]
+    similar: list[SimilarCell]
+    similar_note: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _observed(ctx: AppContext, cell) -> dict[str, float]:
+    return {k: float(cell[k]) for k in ctx.workspace.indicator_names}
+
+
+def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> str:
+    """The model's description of one tile (memoised per cell)."""
+    if cell_id in ctx._generated:
+        return ctx._generated[cell_id]
+    import torch
+
+    from urbanclip.data import eval_transform
+
+    img = ctx.workspace.load_image(cell_id)
+    if img is None:
+        raise UserError(f"cell {cell_id!r} has no image, so there is nothing to describe")
+    x = eval_transform(ctx.model.config.image_size)(img).unsqueeze(0)
+    with torch.inference_mode():
+        text = ctx.model.generate(x, max_len=max_len)[0]
+    ctx._generated[cell_id] = text
+    return text
+
+
+def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,
+                  only_city: str | None = None) -> list[SimilarCell]:
+    """Top-k cells whose image embedding is closest (cosine), by default in other cities."""
+    vec = ctx.vector_of(cell_id)
+    if vec is None or ctx.index is None:
+        return []
+    ws = ctx.workspace
+    city = ws.cell(cell_id)["city"]
+    exclude = city if other_cities and only_city is None else None
+    matches = ctx.index.top_k(vec, k=k + (0 if exclude else 1), exclude_city=exclude, only_city=only_city)
+    text_col = ws.text_column()
+    out = []
+    for m in matches:
+        if m.cell_id == cell_id:
+            continue
+        c = ws.cell(m.cell_id)
+        out.append(SimilarCell(cell_id=m.cell_id, city=m.city, score=float(m.score),
+                               image_path=ws.image_path(m.cell_id), observed=_observed(ctx, c),
+                               description=" ".join(split_sentences(c[text_col])[:2])))
+    return out[:k]
+
+
+def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 5) -> CellProfile:
+    """Everything the side panel shows for `cell_id`."""
+    t0 = time.perf_counter()
+    ws = ctx.workspace
+    cell = ws.cell(cell_id)  # UserError for unknown ids
+    i = ws.index_of(cell_id)
+    image_path = ws.image_path(cell_id)
+    text_col = ws.text_column()
+
+    indicators = []
+    for name, spec in ws.manifest.indicators.items():
+        pred = ctx.predictions.get(name)
+        p = None if pred is None or not math.isfinite(pred[i]) else float(pred[i])
+        indicators.append(IndicatorValue(name=name, label=spec.label, unit=spec.unit,
+                                         observed=float(cell[name]), predicted=p))
+    t1 = time.perf_counter()
+
+    if ctx.vectors is None:
+        similar, similar_note = [], "Similar cells need a trained model (no image embeddings loaded)."
+    elif ctx.vector_of(cell_id) is None:
+        similar, similar_note = [], "This cell has no image embedding (no imagery), so it cannot be matched."
+    else:
+        similar = similar_cells(ctx, cell_id, k=k)
+        similar_note = "" if similar else "No other city has embedded cells to compare with."
+    t2 = time.perf_counter()
+
+    generated, note = None, ""
+    if image_path is None:
+        note = "Imagery is unavailable for this cell, so the model cannot describe it."
+    elif not ctx.has_model:
+        note = "No model loaded: train one on the Train page to get generated descriptions."
+    elif not generate:
+        note = "Generation is switched off."
+    else:
+        try:
+            generated = generate_description(ctx, cell_id)
+        except UserError as e:
+            note = str(e)
+    t3 = time.perf_counter()
+
+    return CellProfile(
+        cell_id=cell_id, city=str(cell["city"]), row=int(cell["row"]), col=int(cell["col"]),
+        lat=float(cell["lat"]), lon=float(cell["lon"]), image_path=image_path,
+        generated=generated, generated_note=note,
+        source_description="\n".join(split_sentences(cell[text_col])), source_column=text_col,
+        indicators=indicators, similar=similar, similar_note=similar_note,
+        timings_ms={"lookup": (t1 - t0) * 1e3, "similar": (t2 - t1) * 1e3, "generate": (t3 - t2) * 1e3,
+                    "total": (t3 - t0) * 1e3})
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """Human-readable indicator value with unit ('—' when unknown)."""
+    if value is None or not np.isfinite(value):
+        return "—"
+    if abs(value) >= 1e6:
+        s = f"{value / 1e6:,.2f} M"
+    elif abs(value) >= 100:
+        s = f"{value:,.0f}"
+    else:
+        s = f"{value:,.2f}"
+    return f"{s} {unit}".strip()
