@@ -8,6 +8,7 @@ making another checkpoint active on the Train page reloads them.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -38,8 +39,13 @@ def ensure_navigation() -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _context(root: str, model_key: str, _progress=None) -> AppContext:
-    return load_context(root, progress=_progress or (lambda m: None))
+def _context_slot(root: str, model_key: str) -> dict:
+    """One slot per (workspace, model) shared by all sessions; filled outside the cache.
+
+    Loading reports progress into the page; Streamlit cannot replay elements drawn
+    from inside a cached function, so the cache holds only the slot and a lock.
+    """
+    return {"lock": threading.Lock()}
 
 
 def model_key() -> str:
@@ -59,7 +65,11 @@ def get_context() -> AppContext | None:
     box = st.empty()
     try:
         with st.spinner("Loading workspace and model..."):
-            ctx = _context(str(root), model_key(), _progress=lambda m: box.info(m))
+            slot = _context_slot(str(root), model_key())
+            with slot["lock"]:
+                if "ctx" not in slot:
+                    slot["ctx"] = load_context(root, progress=lambda m: box.info(m))
+            ctx = slot["ctx"]
     except UserError as e:
         box.empty()
         st.error(f"Cannot open the workspace: {e}")

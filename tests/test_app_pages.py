@@ -46,6 +46,12 @@ def with_embeddings(env, monkeypatch):
     return ctx
 
 
+def workspace_cities(root: Path) -> list[str]:
+    from urbanclip.workspace import Workspace
+
+    return list(Workspace.load(root).cities)
+
+
 def _text(at) -> str:
     parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.info]
     parts += [e.value for e in at.warning] + [e.value for e in at.error] + [e.value for e in at.subheader]
@@ -58,7 +64,7 @@ def test_map_page_empty_state(env):
     assert at.title[0].value == "Urban Insights"
     assert "Click a cell on the map" in _text(at)
     assert "No trained model yet" in _text(at)
-    assert at.selectbox(key="city").value == "Alphaville" or at.selectbox(key="city").value in at.selectbox(key="city").options
+    assert at.selectbox(key="city").value == workspace_cities(env)[0]
 
 
 def test_map_page_panel_for_injected_selection(env, with_embeddings):
@@ -85,9 +91,10 @@ def test_map_page_search(env):
     at.text_input(key="query").input("12345")
     at.button[0].click().run()
     assert "Search accepts" in _text(at)
-    at.text_input(key="query").input("Betatown")
+    other = workspace_cities(env)[1]
+    at.text_input(key="query").input(other)
     at.button[0].click().run()
-    assert at.session_state["city"] == "Betatown"
+    assert at.session_state["city"] == other
 
 
 def test_map_page_missing_workspace(monkeypatch, tmp_path):
@@ -100,13 +107,14 @@ def test_map_page_missing_workspace(monkeypatch, tmp_path):
 
 def test_compare_page_without_and_with_embeddings(env, monkeypatch):
     at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=TIMEOUT).run()
-    assert not at.exception and "needs image embeddings" in _text(at)
+    # no model: look-alikes fall back to the training-free PCA embedding, and the page says so
+    assert not at.exception and "'pca' baseline image embedding" in _text(at)
     from urbanclip.workspace import Workspace
 
     ctx = pixel_context(Workspace.load(env))
     monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
     st.cache_resource.clear()
-    cid = ctx.workspace.city_cells("Alphaville")["cell_id"].iloc[2]
+    cid = ctx.workspace.city_cells(ctx.workspace.cities[0])["cell_id"].iloc[2]
     at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=TIMEOUT)
     at.session_state["selected_cell"] = cid
     at.run()
