@@ -33,13 +33,12 @@ def test_coordinates_find_the_containing_cell(ctx):
     assert search(ctx, "95, 10").kind == "error"
 
 
-def test_place_names_from_the_manifest(ctx):
-    places = ctx.workspace.manifest.extra.get("places") or {}
-    if not places:
-        pytest.skip("workspace carries no place names")
-    name = next(iter(places))
-    r = search(ctx, name.lower())
-    assert r.kind in ("place", "error") and name.lower() in r.message.lower()
+def test_place_names_from_the_manifest(ctx, monkeypatch):
+    cell = ctx.workspace.cells.iloc[7]
+    monkeypatch.setitem(ctx.workspace.manifest.extra, "places", {"Old Harbour": [float(cell["lat"]), float(cell["lon"])]})
+    r = search(ctx, "old harbour")
+    assert r.kind == "place" and "old harbour" in r.message.lower()
+    assert r.cell_id == cell["cell_id"]
 
 
 def test_free_text_ranks_matching_descriptions(ctx):
