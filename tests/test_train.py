@@ -148,3 +148,26 @@ def test_pretrain_on_the_demo_reports_landuse_hits(tiny_workspace_path, tmp_path
     summary = pretrain(tiny_workspace_path, tmp_path / "run", m, t)
     ev = summary["eval"]
     assert 0 <= ev["landuse_hit_rate"] <= 1 and 0 <= ev["landuse_hit_rate_chance"] <= 1
+
+
+def test_torchrun_two_processes_on_cpu(workspace, tmp_path):
+    """The same script under `torchrun` (gloo on CPU): both ranks train, rank 0 alone writes the run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    m, t = _cfg(max_steps=3)
+    save_config(tmp_path / "c.json", m, t)
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "urbanclip", "pretrain", "-w", str(workspace), "--out", str(tmp_path / "ddp"),
+                           "--config", str(tmp_path / "c.json"), "--quiet"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = read_events(tmp_path / "ddp")
+    assert events[0]["world_size"] == 2
+    total = events[0]["total_steps"]
+    assert total >= 2 and [e["step"] for e in events if e["event"] == "step"] == list(range(1, total + 1))  # one writer
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"
+    assert load_model(tmp_path / "ddp").encode_image(torch.zeros(2, 3, m.image_size, m.image_size)).shape == (2, m.embed_dim)
