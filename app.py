@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `pages._shared` is imported from the repo root
     sys.path.insert(0, str(HERE))
 
-from pages._shared import CITY, LAST_CLICK, SEARCH, SELECTED, get_context, show_notes  # noqa: E402
+from pages._shared import CITY, LAST_CLICK, SEARCH, SELECTED, follow_deep_link, get_context, show_notes  # noqa: E402
 from urbanclip.errors import UserError  # noqa: E402
 from urbanclip.services.lookup import search  # noqa: E402
 from urbanclip.services.mapview import LAYERS, build_map, layer_data, legend_html  # noqa: E402
@@ -166,8 +166,10 @@ def map_page() -> None:
 
 
 st.set_page_config(page_title="Urban Insights", page_icon=str(HERE / "assets" / "favicon.png"), layout="wide")
-st.navigation([
+nav = st.navigation([
     st.Page(map_page, title="Map", icon=":material/map:", default=True),
     st.Page(str(HERE / "pages" / "compare.py"), title="Compare", icon=":material/compare:"),
     st.Page(str(HERE / "pages" / "train.py"), title="Train", icon=":material/model_training:"),
-]).run()
+])
+follow_deep_link()
+nav.run()

@@ -21,6 +21,7 @@ CITY = "city"
 SELECTED = "selected_cell"
 SEARCH = "search_result"
 LAST_CLICK = "_last_map_click"
+DEEP_LINK = "_deep_link_page"
 
 
 def ensure_navigation() -> None:
@@ -35,7 +36,18 @@ def ensure_navigation() -> None:
     except ImportError:  # internal module moved: nothing to fix
         return
     if PagesManager.uses_pages_directory:
+        import inspect
+
+        caller = Path(inspect.stack()[1].filename).resolve()
+        st.session_state[DEEP_LINK] = str(caller)  # app.py switches on to it once navigation exists
         st.switch_page(str(Path(__file__).resolve().parents[1] / "app.py"))
+
+
+def follow_deep_link() -> None:
+    """Called by app.py after st.navigation: finish a deep link that ensure_navigation rerouted."""
+    target = st.session_state.pop(DEEP_LINK, None)
+    if target:
+        st.switch_page(target)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)

@@ -44,11 +44,12 @@ with st.expander("Launch a run", expanded=True):
         ws_dir = st.text_input("Workspace", value=str(workspace_dir()))
         if kind == "pretrain":
             out = st.text_input("Output folder", value=str(paths.runs_dir() / f"pretrain-{stamp}"))
+            d = runs.pretrain_defaults()
             c1, c2, c3, c4 = st.columns(4)
-            epochs = c1.number_input("Epochs", 1, 1000, 5)
-            batch = c2.number_input("Batch size", 2, 512, 16)
-            lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.0e")
-            seed = c4.number_input("Seed", 0, 2**31 - 1, 0)
+            epochs = c1.number_input("Epochs", 1, 1000, int(d["epochs"]))
+            batch = c2.number_input("Batch size", 2, 512, int(d["batch_size"]))
+            lr = c3.number_input("Learning rate", 1e-6, 1.0, float(d["lr"]), format="%.0e")
+            seed = c4.number_input("Seed", 0, 2**31 - 1, int(d["seed"]))
             resume = st.checkbox("Resume from the folder's last checkpoint")
             command, extra = "pretrain", ""
         else:
@@ -66,10 +67,7 @@ with st.expander("Launch a run", expanded=True):
             args = ["--workspace", ws_dir]
             if kind == "pretrain":
                 cfg = runs.write_pretrain_config(out, epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed))
-                if cfg is None:
-                    st.warning("urbanclip.config is not available: the run uses the command's default settings.")
-                else:
-                    args += ["--config", str(cfg)]
+                args += ["--config", str(cfg)]
                 if resume:
                     args.append("--resume")
             else:

@@ -162,5 +162,5 @@ def format_value(value: float | None, unit: str) -> str:
     elif abs(value) >= 100:
         s = f"{value:,.0f}"
     else:
-        s = f"{value:,.2f}"
+        s = f"{value:.3g}"  # three significant digits: 85, 7.69, 0.0123
     return f"{s} {unit}".strip()

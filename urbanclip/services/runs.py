@@ -82,18 +82,21 @@ def assert_free(out_dir: Path | str) -> None:
                         "or choose a different output folder")
 
 
-def write_pretrain_config(out_dir: Path | str, **train_overrides) -> Path | None:
-    """Write RUN/app-config.json: the model helper's demo config with the form's overrides.
+def pretrain_defaults() -> dict[str, float | int]:
+    """The Train form's defaults: the demo config's training settings (what assets/model used)."""
+    from urbanclip.config import demo_config
 
-    Returns None when `urbanclip.config` is not installed (the command then uses its defaults).
-    """
-    try:
-        from urbanclip import config as cfgmod
-    except ImportError:
-        return None
+    _, t = demo_config()
+    return {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": t.seed}
+
+
+def write_pretrain_config(out_dir: Path | str, **train_overrides) -> Path:
+    """Write RUN/app-config.json: the demo config with the form's overrides."""
     import dataclasses
 
-    model_cfg, train_cfg = cfgmod.demo_config()
+    from urbanclip.config import demo_config, save_config
+
+    model_cfg, train_cfg = demo_config()
     known = {f.name for f in dataclasses.fields(train_cfg)}
     unknown = sorted(set(train_overrides) - known)
     if unknown:
@@ -102,10 +105,7 @@ def write_pretrain_config(out_dir: Path | str, **train_overrides) -> Path | None
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "app-config.json"
-    if hasattr(cfgmod, "save_config"):
-        cfgmod.save_config(path, model_cfg, train_cfg)
-    else:
-        atomic_write_json(path, {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
+    save_config(path, model_cfg, train_cfg)
     return path
 
 
