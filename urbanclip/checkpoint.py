@@ -13,9 +13,8 @@ A run folder holds `checkpoint.pt` (full training state, for resume) and
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from urbanclip import __version__
 from urbanclip.config import ModelConfig, TrainConfig
 from urbanclip.errors import UserError
+from urbanclip.workspace import atomic_write_bytes
 
 FORMAT = "urbanclip-checkpoint"
 VERSION = 1
@@ -56,18 +56,10 @@ def unwrap(model: torch.nn.Module) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through the workspace's atomic writer (temp file + fsync + rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, epoch: int = 0,

@@ -221,17 +221,11 @@ def _steps(n: int, cfg: BaselineConfig) -> int:
     return cfg.epochs * max(1, n // cfg.batch_size)
 
 
-def train_pairs(pixels: torch.Tensor, positives: list[np.ndarray], cfg: BaselineConfig, temperature: float = 0.2,
-                on_step: StepCallback | None = None) -> ConvEncoder:
-    """SimCLR-style training where the second view of a cell is (an augmentation of) one of its positives."""
-    rng = seed_everything(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n = len(pixels)
-    if n < 4:
-        raise UserError(f"contrastive baselines need at least 4 tiles, the workspace has {n}")
-    enc = ConvEncoder(cfg.width, cfg.dim)
-    head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), nn.Linear(cfg.dim, 64))  # SimCLR projection head
-    params = list(enc.parameters()) + list(head.parameters())
+def _fit(enc: nn.Module, head: nn.Module | None, n: int, cfg: BaselineConfig, rng: np.random.Generator,
+         batch_loss: Callable[[np.ndarray], torch.Tensor], on_step: StepCallback | None) -> ConvEncoder:
+    """The loop every self-supervised baseline shares: seeded epochs of shuffled batches,
+    AdamW + one-cycle LR, `batch_loss(anchor_indices)` per step."""
+    params = list(enc.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total, step = _steps(n, cfg), 0
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
@@ -242,11 +236,7 @@ def train_pairs(pixels: torch.Tensor, positives: list[np.ndarray], cfg: Baseline
         for b in range(0, n - bs + 1, bs):
             if step >= total:
                 break
-            a = perm[b:b + bs]
-            p = pick_positive(a, positives, rng)
-            z1 = head(enc(augment(pixels[a], gen)))
-            z2 = head(enc(augment(pixels[p], gen)))
-            loss = info_nce(z1, z2, temperature)
+            loss = batch_loss(perm[b:b + bs])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -255,6 +245,26 @@ def train_pairs(pixels: torch.Tensor, positives: list[np.ndarray], cfg: Baseline
             if on_step:
                 on_step(step, total, loss.item())
     return enc.eval()
+
+
+def train_pairs(pixels: torch.Tensor, positives: list[np.ndarray], cfg: BaselineConfig, temperature: float = 0.2,
+                on_step: StepCallback | None = None) -> ConvEncoder:
+    """SimCLR-style training where the second view of a cell is (an augmentation of) one of its positives."""
+    rng = seed_everything(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(pixels)
+    if n < 4:
+        raise UserError(f"contrastive baselines need at least 4 tiles, the workspace has {n}")
+    enc = ConvEncoder(cfg.width, cfg.dim)
+    head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), nn.Linear(cfg.dim, 64))  # SimCLR projection head
+
+    def batch_loss(a: np.ndarray) -> torch.Tensor:
+        p = pick_positive(a, positives, rng)
+        z1 = head(enc(augment(pixels[a], gen)))
+        z2 = head(enc(augment(pixels[p], gen)))
+        return info_nce(z1, z2, temperature)
+
+    return _fit(enc, head, n, cfg, rng, batch_loss, on_step)
 
 
 def train_triplets(pixels: torch.Tensor, positives: list[np.ndarray],
@@ -268,30 +278,15 @@ def train_triplets(pixels: torch.Tensor, positives: list[np.ndarray],
     if n < 4:
         raise UserError(f"Tile2Vec needs at least 4 tiles, the workspace has {n}")
     enc = ConvEncoder(cfg.width, cfg.dim)
-    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total, step = _steps(n, cfg), 0
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
-    enc.train()
-    bs = min(cfg.batch_size, n)
-    while step < total:
-        perm = rng.permutation(n)
-        for b in range(0, n - bs + 1, bs):
-            if step >= total:
-                break
-            a = perm[b:b + bs]
-            p = pick_positive(a, positives, rng)
-            ng = negative_sampler(a, rng)
-            za, zp, zn = (enc(augment(pixels[i], gen)) for i in (a, p, ng))
-            loss = F.relu((za - zp).norm(dim=1) - (za - zn).norm(dim=1) + margin).mean()
-            loss = loss + l2 * (za.norm(dim=1) + zp.norm(dim=1) + zn.norm(dim=1)).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if on_step:
-                on_step(step, total, loss.item())
-    return enc.eval()
+
+    def batch_loss(a: np.ndarray) -> torch.Tensor:
+        p = pick_positive(a, positives, rng)
+        ng = negative_sampler(a, rng)
+        za, zp, zn = (enc(augment(pixels[i], gen)) for i in (a, p, ng))
+        loss = F.relu((za - zp).norm(dim=1) - (za - zn).norm(dim=1) + margin).mean()
+        return loss + l2 * (za.norm(dim=1) + zp.norm(dim=1) + zn.norm(dim=1)).mean()
+
+    return _fit(enc, None, n, cfg, rng, batch_loss, on_step)
 
 
 def finite_or_raise(name: str, loss: float) -> None:
