@@ -28,6 +28,7 @@ from urbanclip import paths
 from urbanclip.errors import UserError
 from urbanclip.indicators import to_model_scale
 from urbanclip.services.context import AppContext
+from urbanclip.services.profile import format_value
 
 LEAFLET_DIR = paths.ASSETS_DIR / "vendor" / "leaflet"
 ESRI_URL = "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
@@ -68,9 +69,20 @@ class LayerData:
     vmin: float
     vmax: float
     colors: list[str]
+    unit: str = ""              # indicator unit; values of observed/predicted layers are log1p(unit)
 
     def colormap(self) -> LinearColormap:
         return LinearColormap(self.colors, vmin=self.vmin, vmax=self.vmax)
+
+    def label(self, v: float) -> str:
+        """What the tooltip says for one cell: back on the indicator's own scale, with unit."""
+        if not math.isfinite(v):
+            return "—"
+        if self.name in ("observed", "predicted"):
+            return format_value(math.expm1(v), self.unit)
+        if self.name == "residual":
+            return f"{v:+.2f} on the log1p scale (predicted ≈ {math.exp(v):.2f} x observed)"
+        return f"{v:.3f}"
 
 
 def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = None,
@@ -114,7 +126,8 @@ def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = N
         lo, hi = -m, m
     if hi <= lo:
         hi = lo + 1e-6
-    return LayerData(layer, vals, title, lo, hi, PALETTES[layer])
+    unit = ws.manifest.indicators[indicator].unit if indicator in ws.manifest.indicators else ""
+    return LayerData(layer, vals, title, lo, hi, PALETTES[layer], unit=unit)
 
 
 def legend_html(layer: LayerData) -> str:
@@ -175,7 +188,7 @@ def city_geojson(ctx: AppContext, city: str, layer: LayerData | None) -> dict:
         color = cmap(min(max(v, layer.vmin), layer.vmax)) if (cmap is not None and math.isfinite(v)) else None
         feats.append({"type": "Feature", "geometry": geom.__geo_interface__,
                       "properties": {"cell_id": str(cid), "value": None if not math.isfinite(v) else round(v, 4),
-                                     "fill": color}})
+                                     "label": layer.label(v) if layer is not None else "", "fill": color}})
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -202,7 +215,8 @@ def build_map(ctx: AppContext, city: str, layer: LayerData | None, selected: str
 
     folium.GeoJson(city_geojson(ctx, city, layer), name="Grid", style_function=style,
                    highlight_function=lambda f: {"weight": 2, "color": "#ffff00"},
-                   tooltip=folium.GeoJsonTooltip(fields=["cell_id", "value"], aliases=["cell", "value"]),
+                   tooltip=folium.GeoJsonTooltip(fields=["cell_id", "label"],
+                                                 aliases=["cell", layer.name if layer is not None else ""]),
                    ).add_to(m)
     for cid in highlight or []:
         if cid in set(ws.city_cells(city)["cell_id"]):
