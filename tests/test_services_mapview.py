@@ -90,3 +90,14 @@ def test_city_without_imagery_still_maps_and_profiles(tmp_path):
     p = profile_cell(ctx, "Blind/r001_c001")
     assert p.image_path is None and "Imagery is unavailable" in p.generated_note
     assert p.source_description == "A town."
+
+
+def test_tooltip_label_is_on_the_indicator_scale(ctx):
+    from urbanclip.services.profile import format_value
+
+    city = ctx.workspace.cities[0]
+    layer = layer_data(ctx, city, "observed", "population")
+    feats = city_geojson(ctx, city, layer)["features"]
+    raw = ctx.workspace.city_cells(city)["population"].to_numpy()
+    assert feats[3]["properties"]["label"] == format_value(float(raw[3]), "persons")
+    assert "persons" in feats[3]["properties"]["label"]
