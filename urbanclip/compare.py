@@ -27,7 +27,9 @@ from urbanclip.probe import ProbeConfig, fit_probes, parse_indicators
 from urbanclip.reports import MethodRow, RunLog, write_table2
 from urbanclip.workspace import Workspace
 
-BASELINES = ("autoencoder", "pca", "resnet18", "tile2vec", "simclr-geo", "text-simclr")
+# imagenet-cnn: frozen ImageNet EfficientNet-Lite0, our stand-in for the paper's ImageNet ResNet-18
+# (the resnet18 row is randomly initialised and labelled so)
+BASELINES = ("autoencoder", "pca", "resnet18", "imagenet-cnn", "tile2vec", "simclr-geo", "text-simclr")
 # method -> (table label, TrainConfig overrides)
 MODEL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "urbanvit": ("UrbanViT", {"image_only": True}),
@@ -141,6 +143,8 @@ def _opts_for(method: str, opts: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in opts.items() if k in ("seed", "fit_on")}
     if method == "resnet18":
         return {k: v for k, v in opts.items() if k not in ("dim", "width", "epochs", "lr", "batch_size")}
+    if method == "imagenet-cnn":  # frozen, nothing trained: only the input size applies
+        return {k: v for k, v in opts.items() if k == "image_size"}
     return dict(opts)
 
 

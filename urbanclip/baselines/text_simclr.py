@@ -1,8 +1,9 @@
 """Text-SimCLR (paper ablation): image-image contrast whose positives are the cells with
 the most similar descriptions. Text only chooses pairs; the encoder sees images only.
 
-`similarity_fn(texts) -> [N, N]` defaults to TF-IDF cosine; a sentence encoder can
-be passed instead without touching the training loop."""
+Description similarity: TF-IDF cosine by default; `similarity="minilm"` uses the frozen
+all-MiniLM-L6-v2 sentence encoder (urbanclip.sentence_encoder), and any
+`similarity_fn(texts) -> [N, N]` can be passed instead without touching the training loop."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class TextSimCLRConfig(BaselineConfig):
     temperature: float = 0.2
     text_neighbours: int = 5
     text_column: str = ""  # "" = the workspace's training column (refined when present)
+    similarity: str = "tfidf"  # description similarity choosing positives: "tfidf" | "minilm"
 
 
 class TextSimCLREncoder:
@@ -28,10 +30,15 @@ class TextSimCLREncoder:
 
     def __init__(self, cfg: TextSimCLRConfig | None = None,
                  similarity_fn: Callable[[Sequence[str]], np.ndarray] | None = None):
+        from urbanclip.sentence_encoder import similarity_function
+
         self.cfg = cfg or TextSimCLRConfig()
-        self.similarity_fn = similarity_fn
-        sim = "tfidf" if similarity_fn is None else getattr(similarity_fn, "__name__", "custom")
+        # a given function wins over the config's name; the name is part of the digest anyway
+        self.similarity_fn = similarity_fn if similarity_fn is not None else similarity_function(self.cfg.similarity)
+        sim = self.cfg.similarity if similarity_fn is None else getattr(similarity_fn, "__name__", "custom")
         self.key = f"text-simclr-{sim}-{self.cfg.digest()}"
+        if sim != "tfidf":
+            self.label = f"Text-SimCLR ({sim} positives)"
         self.on_step: StepCallback | None = None
 
     @few_threads
