@@ -318,7 +318,8 @@ def _pixel_areas_m2(crs, tf, shape: tuple[int, int]) -> np.ndarray:
     corners = [(c, rows), (c + 1, rows), (c + 1, rows + 1), (c, rows + 1)]
     lons, lats = [], []
     for cc, rr in corners:
-        xs, ys = tf * (np.full(h, cc, dtype=np.float64), rr.astype(np.float64))
+        col, row = np.full(h, cc, dtype=np.float64), rr.astype(np.float64)
+        xs, ys = tf.a * col + tf.b * row + tf.c, tf.d * col + tf.e * row + tf.f  # the affine map, written out
         lo, la = transform(crs, "EPSG:4326", list(xs), list(ys))
         lons.append(lo)
         lats.append(la)
