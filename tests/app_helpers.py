@@ -42,3 +42,20 @@ def pixel_context(ws: Workspace):
     ctx = AppContext(workspace=ws, cell_ids=ids, vectors=vecs)
     ctx.index = SimilarityIndex(vecs, ids, [city_of[c] for c in ids])
     return ctx
+
+
+def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0) -> Path:
+    """An untrained tiny UrbanCLIP (tiny_config, tokenizer trained on the workspace's texts) saved as a
+    checkpoint file: a real model for grounding/generation plumbing, with no training cost."""
+    import torch
+
+    from urbanclip.checkpoint import save_checkpoint
+    from urbanclip.config import tiny_config
+    from urbanclip.model import UrbanCLIP
+    from urbanclip.tokenizer import UrbanTokenizer
+    from urbanclip.workspace import split_sentences
+
+    texts = [s for t in ws.cells["text_raw"] for s in split_sentences(t)]
+    torch.manual_seed(seed)
+    model = UrbanCLIP(tiny_config()[0], UrbanTokenizer.train(texts, vocab_size=300)).eval()
+    return save_checkpoint(path, model)

@@ -121,3 +121,41 @@ def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
         shutil.copyfile(shot, REPO / "assets" / "screenshot.png")
     shutil.copyfile(shot, Path(os.environ.get("URBANCLIP_E2E_SHOT", tmp_path / "last.png")))
     assert blocked == [], f"the page tried to reach the internet: {blocked[:5]}"
+
+
+def test_draw_a_rectangle_shows_the_area_offline(app_server, tmp_path):
+    """Leaflet.draw (vendored, data: URIs) draws a rectangle; the page adds up the cells under it."""
+    url, _ = app_server
+    blocked: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+        def guard(route):
+            u = route.request.url
+            if u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")):
+                route.continue_()
+            else:
+                blocked.append(u)
+                route.abort()
+
+        page.context.route("**/*", guard)
+        page.goto(url, wait_until="domcontentloaded")
+        frame_el = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=240_000)
+        frame = frame_el.content_frame()
+        frame.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+        tool = frame.wait_for_selector("a.leaflet-draw-draw-rectangle", timeout=30_000)
+        tool.click()
+        box = frame_el.bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * 0.2, y0 + box["height"] * 0.2, steps=8)
+        page.mouse.up()
+        page.get_by_text("cells whose centre is inside the polygon", exact=False).wait_for(timeout=60_000)
+        page.get_by_text("Most similar areas in other cities", exact=False).wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(tmp_path / "area.png"), full_page=False)
+        shutil.copyfile(tmp_path / "area.png", Path(os.environ.get("URBANCLIP_E2E_AREA_SHOT", tmp_path / "area-last.png")))
+        browser.close()
+    assert blocked == [], f"the page tried to reach the internet: {blocked[:5]}"

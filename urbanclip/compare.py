@@ -10,8 +10,10 @@ re-probes), with the paper's ablations as TrainConfig switches:
     urbanclip-no-lm      lambda_lm=0            (w/o L_LM)
     urbanclip-no-con     lambda_con=0           (w/o L_Con)
 
-All methods share the workspace's stored split and the probe config; results
-are mean ± std over the probe seeds.
+All methods share the workspace's stored splits and the probe config; results
+are mean ± std over the probe seeds. With splits=("random", "block") every method
+is embedded once and probed on both the paper's random split and the spatial-block
+split (urbanclip.splits), one report row per method and split.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Sequence
 from urbanclip.errors import UserError
 from urbanclip.probe import ProbeConfig, fit_probes, parse_indicators
 from urbanclip.reports import MethodRow, RunLog, write_table2
+from urbanclip.splits import DEFAULT_BLOCK_SIZE, check_block_size, parse_splits, store_block_split
 from urbanclip.workspace import Workspace
 
 # imagenet-cnn: frozen ImageNet EfficientNet-Lite0, our stand-in for the paper's ImageNet ResNet-18
@@ -52,8 +55,12 @@ class CompareConfig:
     model_config: str = "demo"          # config name (demo/tiny/default) or JSON file for pretraining
     train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to every pretraining, e.g. max_steps
     runs: dict[str, str] = field(default_factory=dict)             # method -> existing run folder to reuse
+    splits: tuple[str, ...] = ("random",)  # stored splits to score on: "random" and/or "block"
+    block_size: int = DEFAULT_BLOCK_SIZE   # block side in cells for the "block" split
 
     def __post_init__(self) -> None:
+        self.splits = parse_splits(self.splits)
+        self.block_size = check_block_size(self.block_size)
         bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad:
             raise UserError(f"unknown method {bad[0]!r}; choose from {', '.join(ALL_METHODS)}")
@@ -102,8 +109,10 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
     ws = workspace
     out = Path(out_dir)
     names = parse_indicators(ws, cfg.indicators)
+    if "block" in cfg.splits:
+        store_block_split(ws, cfg.block_size)
     has_refined = "text_refined" in ws.cells.columns
-    log = RunLog(out, bar=bar, keys=[f"{n}_R2" for n in names])
+    log = RunLog(out, bar=bar, keys=[f"{n}_R2{split_suffix(s)}" for s in cfg.splits for n in names])
     log.start(f"compare {','.join(cfg.methods)}", len(cfg.methods))
     rows: list[MethodRow] = []
     try:
@@ -122,11 +131,16 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
                 enc = make_encoder(method, ws, **_opts_for(method, cfg.baseline_opts))
                 label = enc.label
             table = cached_embeddings(ws, enc)
-            res = fit_probes(ws, table, names, cfg.probe, encoder_key=enc.key)
-            summ = res.summary()
-            rows.append(MethodRow(method, label, summ, notes=notes, encoder_key=enc.key,
-                                  seconds=time.time() - t0, counts=res.counts))
-            log.step(i, len(cfg.methods), **{f"{n}_R2": summ[n]["R2"]["mean"] for n in names})
+            values = {}
+            for split in cfg.splits:
+                t1 = time.time()
+                res = fit_probes(ws, table, names, cfg.probe, encoder_key=enc.key, split=split)
+                summ = res.summary()
+                rows.append(MethodRow(method, label, summ, notes=notes, encoder_key=enc.key,
+                                      seconds=time.time() - (t0 if split == cfg.splits[0] else t1),
+                                      counts=res.counts, split=split))
+                values.update({f"{n}_R2{split_suffix(split)}": summ[n]["R2"]["mean"] for n in names})
+            log.step(i, len(cfg.methods), **values)
     except BaseException as e:
         log.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {"error": str(e), "done": len(rows)})
         if rows:  # keep what finished
@@ -148,16 +162,34 @@ def _opts_for(method: str, opts: dict[str, Any]) -> dict[str, Any]:
     return dict(opts)
 
 
+def split_suffix(split: str) -> str:
+    """Progress-event key suffix: '' for the random split (the keys earlier runs used), else '_<split>'."""
+    return "" if split == "random" else f"_{split}"
+
+
+def split_meta(ws: Workspace, splits: Sequence[str], block_size: int) -> dict[str, dict[str, Any]]:
+    """What the report says about each split it scored (column, seed, block size)."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in splits:
+        if s == "random":
+            out[s] = {"column": "split", "seed": ws.manifest.split_seed}
+        else:
+            out[s] = {"column": "split_block", **ws.manifest.extra.get("split_block", {"block_size": block_size})}
+    return out
+
+
 def _meta(ws: Workspace, cfg: CompareConfig) -> dict[str, Any]:
     return {"workspace": str(ws.root), "fingerprint": ws.fingerprint(), "synthetic": ws.manifest.synthetic,
             "probe": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg.probe).items()},
+            "splits": split_meta(ws, cfg.splits, cfg.block_size), "drop_zero_targets": cfg.probe.drop_zero_targets,
             "baseline_opts": cfg.baseline_opts, "model_config": cfg.model_config,
             "train_overrides": cfg.train_overrides}
 
 
-def beats(rows: Sequence[MethodRow], winner: str, losers: Sequence[str], metric: str = "R2") -> dict[str, dict[str, bool]]:
-    """{loser: {indicator: winner's mean R² > loser's}} for the acceptance check."""
-    by = {r.method: r for r in rows}
+def beats(rows: Sequence[MethodRow], winner: str, losers: Sequence[str], metric: str = "R2",
+          split: str = "random") -> dict[str, dict[str, bool]]:
+    """{loser: {indicator: winner's mean R² > loser's}} on one split, for the acceptance check."""
+    by = {r.method: r for r in rows if r.split == split}
     if winner not in by:
         return {}
     out = {}

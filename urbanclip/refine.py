@@ -37,7 +37,9 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
 
 RULES_VERSION = "rules-v2"  # bump when the table changes; recorded in the workspace manifest
 
@@ -161,6 +163,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 _WORD = re.compile(r"[A-Za-z]+")
+UNGROUNDED = "ungrounded"  # the grounding filter's name in counts (not a text rule: it needs a model)
 MIN_WORDS = 3  # a kept sentence needs at least this many words ("Trees." says little)
 
 
@@ -183,6 +186,8 @@ class RuleCounts:
 
     def as_dict(self) -> dict:
         names = [r.name for r in RULES] + ["duplicate", "fragment", "invalid_chars"]
+        if self.fired.get(UNGROUNDED):  # only with `refine --grounding-threshold`
+            names.append(UNGROUNDED)
         return {"sentences_in": self.sentences_in, "sentences_out": self.sentences_out,
                 "fired": {n: int(self.fired.get(n, 0)) for n in names},
                 "removed": {n: int(self.removed.get(n, 0)) for n in names}}
@@ -191,7 +196,7 @@ class RuleCounts:
         """Markdown table of rule -> times fired, for reports."""
         lines = ["| rule | action | fired | sentences removed | removed, share of input |", "|---|---|---:|---:|---:|"]
         actions = {r.name: r.action for r in RULES} | {"duplicate": "drop", "fragment": "drop",
-                                                        "invalid_chars": "rewrite"}
+                                                        "invalid_chars": "rewrite", UNGROUNDED: "drop"}
         d = self.as_dict()
         for name, n in d["fired"].items():
             rm = d["removed"][name]
@@ -309,11 +314,34 @@ def refine_sentences(sentences: Iterable[object], rules: tuple[Rule, ...] = RULE
     return kept, counts
 
 
+def drop_ungrounded(sentences: Sequence[str], percentiles: Sequence[float],
+                    threshold: float) -> tuple[list[str], list[str]]:
+    """Self-calibration: drop sentences a model finds weakly grounded in their own tile.
+
+    `percentiles`: each sentence's grounding (urbanclip.faithfulness: own-tile similarity
+    ranked among random tiles, 0.5 = chance). Sentences below `threshold` go; NaN (no
+    tile to check) is kept. The best-grounded sentence is always kept, so a description
+    is thinned, never emptied. Returns (kept, dropped), both in input order.
+    """
+    if len(sentences) != len(percentiles):
+        raise ValueError(f"{len(sentences)} sentences but {len(percentiles)} grounding scores")
+    p = np.asarray(percentiles, dtype=np.float64)
+    drop = np.isfinite(p) & (p < threshold)
+    if len(p) and drop.all():
+        drop[int(np.nanargmax(p))] = False
+    kept = [s for s, d in zip(sentences, drop) if not d]
+    dropped = [s for s, d in zip(sentences, drop) if d]
+    return kept, dropped
+
+
 def rules_markdown(rules: tuple[Rule, ...] = RULES) -> str:
     """The rule table as documentation (name, action, what and why)."""
     lines = ["| rule | action | what and why |", "|---|---|---|"]
     lines += [f"| {r.name} | {r.action} | {r.doc} |" for r in rules]
     lines += ["| duplicate | drop | Drop a sentence already present in the description (case and punctuation ignored). |",
               f"| fragment | drop | Drop what is left with fewer than {MIN_WORDS} words. |",
-              "| invalid_chars | rewrite | Remove undecodable bytes and control characters. |"]
+              "| invalid_chars | rewrite | Remove undecodable bytes and control characters. |",
+              f"| {UNGROUNDED} | drop | Only with `refine --grounding-threshold T --checkpoint RUN`: drop a sentence "
+              "whose grounding percentile (own tile vs random tiles, urbanclip.faithfulness) is below T; the "
+              "best-grounded sentence of a description is always kept. |"]
     return "\n".join(lines)

@@ -1,8 +1,11 @@
 """Writing results: the paper's Table 2 layout, transfer heatmaps, and run logs.
 
-Table 2: rows = methods, columns = indicator x {R², RMSE, MAE}, each cell
-"mean ± std" over seeds. Written as JSON (everything, machine-readable), CSV
-(one row per method, `<indicator>_<metric>` and `..._std` columns) and Markdown.
+Table 2: rows = methods (one row per method and split when both the random and
+the spatial-block split are scored), columns = indicator x {R², RMSE, MAE}, each
+cell "mean ± std" over seeds. Written as JSON (everything, machine-readable), CSV
+(one row per method and split, `split`, `<indicator>_<metric>` and `..._std`
+columns, plus `<indicator>_coverage` / `_width` of the prediction intervals) and
+Markdown (the table, an R² random-vs-block section, and interval coverage).
 
 Transfer: one train-city x test-city R² matrix per indicator, as JSON
 ({"transfer": {indicator: {train_city: {test_city: r2}}}}), a long CSV
@@ -28,6 +31,8 @@ from urbanclip.metrics import METRICS
 from urbanclip.workspace import atomic_write_bytes, atomic_write_json
 
 METRIC_LABELS = {"R2": "R²", "RMSE": "RMSE", "MAE": "MAE"}
+SPLIT_LABELS = {"random": "random", "block": "spatial block"}
+INTERVAL_KEYS = ("coverage", "width")  # = urbanclip.probe.INTERVAL_KEYS (reports does not import the probe)
 
 
 @dataclass
@@ -41,10 +46,12 @@ class MethodRow:
     encoder_key: str = ""
     seconds: float = 0.0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    split: str = "random"           # which stored split scored it: "random" or "block" (urbanclip.splits)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "label": self.label, "notes": self.notes, "encoder_key": self.encoder_key,
-                "seconds": round(self.seconds, 1), "counts": self.counts, "results": self.results}
+        return {"method": self.method, "label": self.label, "split": self.split, "notes": self.notes,
+                "encoder_key": self.encoder_key, "seconds": round(self.seconds, 1), "counts": self.counts,
+                "results": self.results}
 
 
 def _fmt(cell: dict | None, digits: int = 3) -> str:
@@ -57,32 +64,114 @@ def _fmt(cell: dict | None, digits: int = 3) -> str:
 
 
 def table2_frame(rows: Sequence[MethodRow], indicators: Sequence[str]) -> pd.DataFrame:
-    """The CSV layout: one row per method, `<ind>_<metric>` (mean) and `<ind>_<metric>_std` columns."""
+    """The CSV layout: one row per method and split, `<ind>_<metric>` (mean) and `<ind>_<metric>_std`
+    columns, then `<ind>_coverage` / `<ind>_width` of the prediction intervals (NaN when not computed)."""
     recs = []
     for r in rows:
-        rec: dict[str, Any] = {"method": r.method, "label": r.label}
+        rec: dict[str, Any] = {"method": r.method, "label": r.label, "split": r.split}
         for ind in indicators:
             for m in METRICS:
                 c = r.results.get(ind, {}).get(m)
                 rec[f"{ind}_{m}"] = c["mean"] if c else float("nan")
                 rec[f"{ind}_{m}_std"] = c["std"] if c else float("nan")
+        for ind in indicators:
+            for key in INTERVAL_KEYS:
+                c = r.results.get(ind, {}).get(key)
+                rec[f"{ind}_{key}"] = c["mean"] if c else float("nan")
         rec["notes"] = r.notes
         recs.append(rec)
     return pd.DataFrame(recs)
 
 
-def table2_markdown(rows: Sequence[MethodRow], indicators: Sequence[str], title: str = "", digits: int = 3) -> str:
-    head = ["Method"] + [f"{ind} {METRIC_LABELS[m]}" for ind in indicators for m in METRICS]
+def _split_label(split: str) -> str:
+    return SPLIT_LABELS.get(split, split)
+
+
+def table2_markdown(rows: Sequence[MethodRow], indicators: Sequence[str], title: str = "", digits: int = 3,
+                    meta: dict | None = None) -> str:
+    """The table (a Split column next to Method), then R² random vs block, then interval coverage."""
+    meta = meta or {}
+    head = ["Method", "Split"] + [f"{ind} {METRIC_LABELS[m]}" for ind in indicators for m in METRICS]
     lines = [f"## {title}", ""] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.label] + [_fmt(r.results.get(ind, {}).get(m), digits) for ind in indicators for m in METRICS]
+        cells = [r.label, _split_label(r.split)] + [_fmt(r.results.get(ind, {}).get(m), digits)
+                                                    for ind in indicators for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {r.label}: {r.notes}" for r in rows if r.notes]
+    notes = list(dict.fromkeys(f"- {r.label}: {r.notes}" for r in rows if r.notes))
     if notes:
         lines += ["", *notes]
     lines += ["", "R², RMSE and MAE on the test split, log1p scale; mean ± std over probe seeds."]
+    lines += _split_lines(meta)
+    lines += _random_vs_block(rows, indicators, digits)
+    lines += _coverage_section(rows, indicators)
     return "\n".join(lines) + "\n"
+
+
+def _split_lines(meta: dict) -> list[str]:
+    out = []
+    splits = meta.get("splits") or {}
+    for name, info in sorted(splits.items(), key=lambda kv: list(SPLIT_LABELS).index(kv[0]) if kv[0] in SPLIT_LABELS else 99):
+        if name == "block":
+            out.append(f"Block split: whole {info.get('block_size')}x{info.get('block_size')}-cell blocks per city "
+                       f"(seed {info.get('seed')}) go to train/val/test, 60/20/20 by cells as close as blocks allow.")
+        elif name == "random":
+            out.append(f"Random split: cells drawn 60/20/20 at random (seed {info.get('seed')}), as in the paper.")
+    if meta.get("drop_zero_targets"):
+        out.append("Cells whose indicator is 0 were left out (drop_zero_targets, as in the official UrbanCLIP code).")
+    elif "drop_zero_targets" in meta:
+        out.append("Cells whose indicator is 0 were kept (drop_zero_targets off).")
+    return [""] + out if out else []
+
+
+def _random_vs_block(rows: Sequence[MethodRow], indicators: Sequence[str], digits: int) -> list[str]:
+    """R² of each method on both splits side by side, with the drop (empty when a split is missing)."""
+    by = {(r.method, r.split): r for r in rows}
+    methods = [m for m in dict.fromkeys(r.method for r in rows) if (m, "random") in by and (m, "block") in by]
+    if not methods:
+        return []
+    head = ["Method"] + [f"{ind} R² {w}" for ind in indicators for w in ("random", "block", "drop")]
+    lines = ["", "### R², random vs spatial-block split", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        cells = [by[(m, "random")].label]
+        for ind in indicators:
+            a = by[(m, "random")].results.get(ind, {}).get("R2", {}).get("mean")
+            b = by[(m, "block")].results.get(ind, {}).get("R2", {}).get("mean")
+            ok = a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+            cells += [_num(a, digits), _num(b, digits), f"{a - b:+.{digits}f}" if ok else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "A block split keeps test cells away from train cells, so spatial autocorrelation cannot "
+                  "leak into the score: the drop is how much the random split flatters a method."]
+    return lines
+
+
+def _coverage_section(rows: Sequence[MethodRow], indicators: Sequence[str]) -> list[str]:
+    have = [r for r in rows if any(r.results.get(ind, {}).get("coverage") for ind in indicators)]
+    if not have:
+        return []
+    level = next(r.results[ind]["coverage"].get("level", 0.8) for r in have for ind in indicators
+                 if r.results.get(ind, {}).get("coverage"))
+    head = ["Method", "Split"] + [f"{ind} {w}" for ind in indicators for w in ("coverage", "width")]
+    lines = ["", f"### Prediction intervals (nominal {level:.0%})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in have:
+        cells = [r.label, _split_label(r.split)]
+        for ind in indicators:
+            cov = r.results.get(ind, {}).get("coverage", {}).get("mean")
+            wid = r.results.get(ind, {}).get("width", {}).get("mean")
+            n = r.counts.get(ind, {}).get("test", 0)
+            se = f" ± {math.sqrt(cov * (1 - cov) / n):.2f}" if cov is not None and n else ""
+            cells += [f"{cov:.3f}{se}" if cov is not None else "–", _num(wid, 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Coverage: share of test cells whose observed value lies inside the interval (± binomial standard "
+                  "error); width: mean interval width on the log1p scale. Intervals: an ensemble of probe heads "
+                  "(bootstrap), split-conformal calibration on the validation cells, first probe seed."]
+    return lines
+
+
+def _num(v: float | None, digits: int) -> str:
+    return f"{v:.{digits}f}" if v is not None and math.isfinite(v) else "–"
 
 
 def write_table2(rows: Sequence[MethodRow], indicators: Sequence[str], out_dir: Path | str,
@@ -95,14 +184,15 @@ def write_table2(rows: Sequence[MethodRow], indicators: Sequence[str], out_dir: 
                                       "scale": "log1p", "split": "test", "meta": meta or {},
                                       "rows": [r.to_dict() for r in rows]})
     atomic_write_bytes(paths["csv"], table2_frame(rows, indicators).to_csv(index=False).encode("utf-8"))
-    atomic_write_bytes(paths["md"], table2_markdown(rows, indicators, title).encode("utf-8"))
+    atomic_write_bytes(paths["md"], table2_markdown(rows, indicators, title, meta=meta).encode("utf-8"))
     return paths
 
 
 def read_table2(path: Path | str) -> list[MethodRow]:
     data = json.loads(Path(path).read_text("utf-8"))
     return [MethodRow(method=r["method"], label=r["label"], results=r["results"], notes=r.get("notes", ""),
-                      encoder_key=r.get("encoder_key", ""), seconds=r.get("seconds", 0.0), counts=r.get("counts", {}))
+                      encoder_key=r.get("encoder_key", ""), seconds=r.get("seconds", 0.0), counts=r.get("counts", {}),
+                      split=r.get("split", "random"))
             for r in data["rows"]]
 
 

@@ -142,3 +142,40 @@ def describe_matches(workspace, matches: Sequence[Match], text_column: str | Non
         row["description"] = " ".join(str(c[col]).split("\n")) if isinstance(c[col], str) else ""
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def grid_windows(rows: np.ndarray, cols: np.ndarray, vectors: np.ndarray, height: int, width: int,
+                 min_coverage: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Mean embedding of every height x width window of cells on one city's grid (area search).
+
+    rows/cols: grid position of each vector's cell; vectors are L2-normalised first, so a
+    window's vector is the mean direction of its cells. Windows whose cells carry embeddings
+    for less than `min_coverage` of the window are skipped. A 2-D prefix sum makes every
+    window O(D) (Viola-Jones integral image). Returns (anchors [n, 2] = north-west
+    (row, col), means [n, D]); windows larger than the grid are clipped to it.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    v = normalise_rows(vectors)
+    if len(rows) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros((0, v.shape[1] if v.ndim == 2 else 0), np.float32)
+    n_r, n_c = int(rows.max()) + 1, int(cols.max()) + 1
+    h, w = max(1, min(int(height), n_r)), max(1, min(int(width), n_c))
+    grid = np.zeros((n_r + 1, n_c + 1, v.shape[1]), dtype=np.float64)
+    count = np.zeros((n_r + 1, n_c + 1), dtype=np.float64)
+    grid[rows + 1, cols + 1] = v
+    count[rows + 1, cols + 1] = 1.0
+    grid = grid.cumsum(0).cumsum(1)
+    count = count.cumsum(0).cumsum(1)
+    r0, c0 = np.meshgrid(np.arange(n_r - h + 1), np.arange(n_c - w + 1), indexing="ij")
+    r0, c0 = r0.ravel(), c0.ravel()
+    r1, c1 = r0 + h, c0 + w
+
+    def window_sum(a: np.ndarray) -> np.ndarray:
+        return a[r1, c1] - a[r0, c1] - a[r1, c0] + a[r0, c0]
+
+    n = window_sum(count)
+    keep = n >= max(1.0, min_coverage * h * w)
+    sums = window_sum(grid)[keep]
+    means = (sums / n[keep][:, None]).astype(np.float32)
+    return np.stack([r0[keep], c0[keep]], axis=1), means

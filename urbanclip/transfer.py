@@ -16,7 +16,7 @@ import pandas as pd
 
 from urbanclip.errors import UserError
 from urbanclip.metrics import regression_metrics
-from urbanclip.probe import ProbeConfig, fit_head, parse_indicators, split_indices
+from urbanclip.probe import ProbeConfig, fit_head, known_targets, parse_indicators, split_indices
 from urbanclip.workspace import Workspace
 
 
@@ -54,7 +54,7 @@ def transfer_matrix(workspace: Workspace, table, indicators: str | Sequence[str]
     recs = []
     for name in names:
         y = workspace.log_targets(name)[rows]
-        known = np.isfinite(y)
+        known = known_targets(y, cfg)
         per_city = {c: split_indices(np.where(cell_city == c, split, ""), known, cfg, f"indicator {name!r} in city {c!r}")
                     for c in cities}
         for a in cities:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from urbanclip.commands.probe import add_probe_options, probe_config
+from urbanclip.commands.probe import add_probe_options, add_split_options, probe_config
 
 NAME = "compare"
 HELP = "full comparison: baselines + ablations + UrbanCLIP with the same probe (Table 2)"
@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="baseline budget, e.g. --opt epochs=8 --opt image_size=64")
     add_probe_options(p)
+    add_split_options(p)
     p.set_defaults(seeds=3)
 
 
@@ -42,11 +43,13 @@ def run(args: argparse.Namespace) -> int:
         runs[m.strip()] = path.strip()
     cfg = CompareConfig(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
                         indicators=args.indicators, probe=probe_config(args), baseline_opts=parse_opts(args.opt),
-                        model_config=args.config, runs=runs,
+                        model_config=args.config, runs=runs, splits=args.splits, block_size=args.block_size,
                         train_overrides={k: v for k, v in (("max_steps", args.max_steps), ("epochs", args.epochs)) if v})
     rows, paths = run_comparison(ws, args.out, cfg, bar=True)
     print(paths["md"].read_text("utf-8"))
-    for loser, res in beats(rows, "urbanclip", ["urbanvit", "pca"]).items():
-        print(f"UrbanCLIP > {loser} (mean R²): " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in res.items()))
+    for split in cfg.splits:
+        for loser, res in beats(rows, "urbanclip", ["urbanvit", "pca"], split=split).items():
+            print(f"UrbanCLIP > {loser} (mean R², {split} split): "
+                  + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in res.items()))
     print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
     return 0

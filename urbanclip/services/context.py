@@ -97,6 +97,9 @@ class AppContext:
     vectors: np.ndarray | None = None       # image embeddings, float32 [N, D]
     index: Any = None                       # urbanclip.search.SimilarityIndex
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # raw scale, aligned with workspace.cells
+    # indicator -> (lower, upper) of the prediction interval, raw scale, aligned with workspace.cells
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    interval_level: float | None = None     # nominal coverage of `intervals`, e.g. 0.8
     notes: list[str] = field(default_factory=list)      # what is unavailable and why
     _row: dict[str, int] = field(default_factory=dict, repr=False)
     _generated: dict[str, str] = field(default_factory=dict, repr=False)
@@ -125,6 +128,10 @@ class AppContext:
     @property
     def has_predictions(self) -> bool:
         return bool(self.predictions)
+
+    @property
+    def has_intervals(self) -> bool:
+        return bool(self.intervals)
 
 
 def load_context(root: Path | None = None, model_path: Path | None | str = "active",
@@ -209,9 +216,12 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
         return
     d = probe_dir(ctx)
     try:
-        if (d / "DONE").is_file():
-            heads = ProbeHeads.load(d)
-        elif fit_missing:
+        heads = ProbeHeads.load(d) if (d / "DONE").is_file() else None
+        if heads is not None and not heads.has_intervals and fit_missing:
+            # cached before prediction intervals existed: refit once (the cache is ours to redo)
+            ctx.notes.append("The cached probe heads predate prediction intervals; they were refitted with intervals.")
+            heads = None
+        if heads is None and fit_missing:
             progress("Fitting indicator probes on the frozen embeddings (first start only)...")
             from urbanclip.embeddings import EmbeddingTable
 
@@ -219,17 +229,30 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
             heads = result.heads
             heads.save(d)
             (d / "DONE").write_text("ok\n")
-        else:
+        elif heads is None:
             ctx.notes.append("Probe heads are not trained for this model: showing observed values only.")
             return
-        pred = heads.predict(ctx.vectors)
+        if heads.has_intervals:
+            with_iv = heads.predict_interval(ctx.vectors)
+            pred = {k: iv.pred for k, iv in with_iv.items()}
+        else:
+            with_iv = {}
+            pred = heads.predict(ctx.vectors)
+            ctx.notes.append("These probe heads have no prediction intervals: showing point predictions only.")
     except UserError as e:
         ctx.notes.append(f"Predictions unavailable: {e}")
         return
     pos = {c: i for i, c in enumerate(ctx.cell_ids)}
     idx = np.array([pos.get(c, -1) for c in ws.cells["cell_id"]])
-    for name, values in pred.items():
-        values = np.asarray(values, dtype=np.float64)
+
+    def aligned(values: np.ndarray) -> np.ndarray:
+        """Per embedded cell -> per workspace cell (NaN where a cell has no embedding)."""
         out = np.full(len(idx), np.nan)
-        out[idx >= 0] = values[idx[idx >= 0]]
-        ctx.predictions[name] = out
+        out[idx >= 0] = np.asarray(values, dtype=np.float64)[idx[idx >= 0]]
+        return out
+
+    for name, values in pred.items():
+        ctx.predictions[name] = aligned(values)
+    for name, iv in with_iv.items():
+        ctx.intervals[name] = (aligned(iv.lower), aligned(iv.upper))
+        ctx.interval_level = iv.level

@@ -31,18 +31,20 @@ from urbanclip.services.context import AppContext
 from urbanclip.services.profile import format_value
 
 LEAFLET_DIR = paths.ASSETS_DIR / "vendor" / "leaflet"
+LEAFLET_DRAW_DIR = paths.ASSETS_DIR / "vendor" / "leaflet-draw"  # Leaflet.draw 1.0.4, MIT (assets/vendor/NOTICE.md)
 ESRI_URL = "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
 ESRI_ATTR = "Tiles © Esri — Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community"
-LAYERS = ("observed", "predicted", "residual", "text match", "none")
+LAYERS = ("observed", "predicted", "residual", "uncertainty", "text match", "none")
 PALETTES = {
     "observed": ["#fff5eb", "#fdae6b", "#e6550d", "#7f2704"],
     "predicted": ["#f7fbff", "#6baed6", "#2171b5", "#08306b"],
     "residual": ["#2166ac", "#f7f7f7", "#b2182b"],
+    "uncertainty": ["#f2f0f7", "#9e9ac8", "#54278f"],
     "text match": ["#ffffcc", "#fd8d3c", "#bd0026"],
 }
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _data_uri(path: Path, mime: str) -> str:
     if not path.is_file():
         raise UserError(f"{path} is missing: the offline Leaflet copy is part of the app; restore assets/vendor/leaflet/")
@@ -82,7 +84,15 @@ class LayerData:
             return format_value(math.expm1(v), self.unit)
         if self.name == "residual":
             return f"{v:+.2f} on the log1p scale (predicted ≈ {math.exp(v):.2f} x observed)"
+        if self.name == "uncertainty":
+            return f"upper ≈ {math.exp(v):.1f} x lower ({v:.2f} wide on the log1p scale)"
         return f"{v:.3f}"
+
+
+def available_layers(ctx: AppContext) -> list[str]:
+    """The layers worth offering: prediction layers only with probes, 'uncertainty' only with intervals."""
+    needs = {"predicted": ctx.has_predictions, "residual": ctx.has_predictions, "uncertainty": ctx.has_intervals}
+    return [name for name in LAYERS if needs.get(name, True)]
 
 
 def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = None,
@@ -90,7 +100,8 @@ def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = N
     """Colour values for `layer` over `city`; None when the layer has nothing to show.
 
     Indicators are coloured on the log1p scale (they span orders of magnitude);
-    the legend says so. Residual = log1p(predicted) - log1p(observed).
+    the legend says so. Residual = log1p(predicted) - log1p(observed); uncertainty =
+    log1p(upper) - log1p(lower), the width of the prediction interval (a ratio on the raw scale).
     """
     ws = ctx.workspace
     mask = (ws.cells["city"] == city).to_numpy()
@@ -115,6 +126,12 @@ def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = N
             p = to_model_scale(np.clip(pred[mask], 0, None))
             vals, title = (p, f"predicted {spec.label}, log1p({spec.unit})") if layer == "predicted" else \
                 (p - obs, f"residual {spec.label}: predicted − observed, log1p({spec.unit})")
+        elif layer == "uncertainty":
+            if indicator not in ctx.intervals:
+                return None
+            lo, hi = (to_model_scale(np.clip(a[mask], 0, None)) for a in ctx.intervals[indicator])
+            level = f"{ctx.interval_level:.0%} " if ctx.interval_level else ""
+            vals, title = hi - lo, f"{level}interval width of {spec.label}, log1p({spec.unit})"
         else:
             raise UserError(f"unknown layer {layer!r}; choose one of {LAYERS}")
     finite = vals[np.isfinite(vals)]
@@ -225,4 +242,42 @@ def build_map(ctx: AppContext, city: str, layer: LayerData | None, selected: str
     if selected is not None and ws.cell(selected)["city"] == city:
         folium.GeoJson(ws.cell(selected).geometry.__geo_interface__, name="Selected", interactive=False,
                        style_function=lambda f: {"color": "#ff00ff", "weight": 4, "fillOpacity": 0.0}).add_to(m)
+    return m
+
+
+# ---------------------------------------------------------------------------------
+# area selection: a draw control and the selected area's outline
+
+
+def draw_assets() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(default_js, default_css) of Leaflet.draw, served inline from assets/vendor/leaflet-draw/."""
+    return ([("leaflet_draw_js", _data_uri(LEAFLET_DRAW_DIR / "leaflet.draw.js", "text/javascript"))],
+            [("leaflet_draw_css", _data_uri(LEAFLET_DRAW_DIR / "leaflet.draw.css", "text/css"))])
+
+
+def add_draw_control(m: folium.Map) -> folium.Map:
+    """A polygon/rectangle drawing tool (Leaflet.draw, offline); shapes come back in `all_drawings`."""
+    from folium.plugins import Draw
+
+    draw = Draw(draw_options={"polyline": False, "circle": False, "marker": False, "circlemarker": False,
+                              "polygon": {"allowIntersection": False, "showArea": False},
+                              "rectangle": {"showArea": False}},
+                edit_options={"edit": False, "remove": True}, show_geometry_on_click=False)
+    draw.default_js, draw.default_css = draw_assets()  # instance copies: never the CDN links of the class
+    draw.add_to(m)
+    return m
+
+
+def add_area_outline(m: folium.Map, ctx: AppContext, cell_ids: list[str], polygon: dict | None = None) -> folium.Map:
+    """Outline the area's cells (and the polygon that chose them) on the map; not clickable."""
+    ws = ctx.workspace
+    if cell_ids:
+        geoms = ws.cells.iloc[[ws.index_of(c) for c in cell_ids]].geometry
+        folium.GeoJson(geoms.union_all().__geo_interface__, name="Area", interactive=False,
+                       style_function=lambda f: {"color": "#ffd400", "weight": 3, "fillColor": "#ffd400",
+                                                 "fillOpacity": 0.12}).add_to(m)
+    if polygon is not None:
+        folium.GeoJson(polygon, name="Drawn area", interactive=False,
+                       style_function=lambda f: {"color": "#ffffff", "weight": 2, "dashArray": "6 4",
+                                                 "fillOpacity": 0.0}).add_to(m)
     return m

@@ -15,19 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from urbanclip.errors import UserError
+from urbanclip.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
 from urbanclip.services.context import AppContext
 from urbanclip.workspace import split_sentences
+
+GROUNDING = GroundingConfig()  # side panel: 256 random tiles of the city, flag below the 50th percentile
 
 
 @dataclass
 class IndicatorValue:
-    """One indicator of a cell: observed (NaN = unknown) and predicted (None = no probe)."""
+    """One indicator of a cell: observed (NaN = unknown), predicted (None = no probe) and the
+    prediction interval (None = no interval), all on the indicator's raw scale."""
 
     name: str
     label: str
     unit: str
     observed: float
     predicted: float | None
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None      # nominal coverage of [lower, upper], e.g. 0.8
 
 
 @dataclass
@@ -57,6 +64,8 @@ class CellProfile:
     similar: list[SimilarCell]
     similar_note: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    grounding: DescriptionGrounding | None = None         # of `generated` (None = not measurable)
+    source_grounding: DescriptionGrounding | None = None  # of `source_description`
 
 
 def _observed(ctx: AppContext, cell) -> dict[str, float]:
@@ -79,6 +88,30 @@ def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> st
         text = ctx.model.generate(x, max_len=max_len)[0]
     ctx._generated[cell_id] = text
     return text
+
+
+def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
+                          cfg: GroundingConfig = GROUNDING) -> DescriptionGrounding | None:
+    """How well `sentences` fit this cell's tile versus random tiles of its city (urbanclip.faithfulness).
+
+    Uses the cached image embeddings (no image forward pass) and the text tower on a few
+    sentences. None when it cannot be measured: no model with a text tower, embeddings not
+    from that model, no embedding for the cell, or no sentence.
+    """
+    model = ctx.model
+    if model is None or not getattr(model, "has_text", False) or ctx.vectors is None:
+        return None
+    if not (ctx.encoder_key or "").startswith("urbanclip"):
+        return None
+    vec = ctx.vector_of(cell_id)
+    if vec is None or not sentences:
+        return None
+    city = str(ctx.workspace.cell(cell_id)["city"])
+    city_of = dict(zip(ctx.workspace.cells["cell_id"], ctx.workspace.cells["city"]))
+    same_city = np.flatnonzero(np.asarray([city_of.get(c) == city for c in ctx.cell_ids]))
+    rows = reference_rows(same_city, city, cfg)
+    rows = rows[np.asarray([ctx.cell_ids[r] != cell_id for r in rows], dtype=bool)]
+    return ground_description(model, vec, ctx.vectors[rows], sentences, cfg)
 
 
 def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,
@@ -116,8 +149,12 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
     for name, spec in ws.manifest.indicators.items():
         pred = ctx.predictions.get(name)
         p = None if pred is None or not math.isfinite(pred[i]) else float(pred[i])
+        lo, hi = ctx.intervals.get(name, (None, None))
+        has_iv = p is not None and lo is not None and math.isfinite(lo[i]) and math.isfinite(hi[i])
         indicators.append(IndicatorValue(name=name, label=spec.label, unit=spec.unit,
-                                         observed=float(cell[name]), predicted=p))
+                                         observed=float(cell[name]), predicted=p,
+                                         lower=float(lo[i]) if has_iv else None, upper=float(hi[i]) if has_iv else None,
+                                         level=ctx.interval_level if has_iv else None))
     t1 = time.perf_counter()
 
     if ctx.vectors is None:
@@ -143,14 +180,31 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
             note = str(e)
     t3 = time.perf_counter()
 
+    from urbanclip.captioners import split_generated
+
+    source_sentences = split_sentences(cell[text_col])
+    grounding = description_grounding(ctx, cell_id, split_generated(generated)) if generated else None
+    source_grounding = description_grounding(ctx, cell_id, source_sentences)
+    t4 = time.perf_counter()
+
     return CellProfile(
         cell_id=cell_id, city=str(cell["city"]), row=int(cell["row"]), col=int(cell["col"]),
         lat=float(cell["lat"]), lon=float(cell["lon"]), image_path=image_path,
         generated=generated, generated_note=note,
-        source_description="\n".join(split_sentences(cell[text_col])), source_column=text_col,
+        source_description="\n".join(source_sentences), source_column=text_col,
         indicators=indicators, similar=similar, similar_note=similar_note,
         timings_ms={"lookup": (t1 - t0) * 1e3, "similar": (t2 - t1) * 1e3, "generate": (t3 - t2) * 1e3,
-                    "total": (t3 - t0) * 1e3})
+                    "grounding": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
+        grounding=grounding, source_grounding=source_grounding)
+
+
+def format_prediction(iv: IndicatorValue) -> str:
+    """The predicted value with its interval when there is one: '12,345 persons (80%: 9,870–15,400)'."""
+    text = format_value(iv.predicted, iv.unit)
+    if iv.predicted is None or iv.lower is None or iv.upper is None:
+        return text
+    level = f"{iv.level:.0%}" if iv.level else "interval"
+    return f"{text} ({level}: {format_value(iv.lower, '')}–{format_value(iv.upper, '')})"
 
 
 def format_value(value: float | None, unit: str) -> str:
