@@ -121,7 +121,8 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
             notes = ""
             if method in MODEL_METHODS:
                 if method == "urbanclip-raw-text" and not has_refined:
-                    notes = "the workspace has no text_refined column, so this run trains on the same raw text as UrbanCLIP"
+                    notes = ("the workspace has no text_refined column, so this run trains on the same raw text as UrbanCLIP "
+                             "(run `python -m urbanclip refine -w W` before the comparison)")
                 run, how = _model_run(ws, method, out, cfg, log)
                 enc = make_encoder(f"{'urbanvit' if method == 'urbanvit' else 'urbanclip'}:{run}", ws)
                 label = MODEL_METHODS[method][0]
