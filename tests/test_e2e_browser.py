@@ -81,7 +81,7 @@ def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
     blocked: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page = browser.new_page(viewport={"width": 1600, "height": 1500})
 
         def guard(route):
             u = route.request.url

@@ -87,6 +87,7 @@ class TrainConfig:
     checkpoint_every: int = 200     # steps between checkpoints (0 = only at the end)
     max_steps: int | None = None    # stop early after this many steps (smoke tests, budgets)
     device: str = "auto"            # auto | cpu | cuda | mps
+    threads: int = 0                # CPU threads per process; 0 = half the usable cores (>= 1), see train.cpu_threads
     eval_cells: int = 400           # val cells used for retrieval recall in the summary
     eval_generate: int = 96         # val tiles captioned for the land-use word hit rate
     log_every: int = 1              # steps between step events in metrics.jsonl
@@ -98,7 +99,7 @@ class TrainConfig:
                 raise UserError(f"{where}: field '{name}' must be a positive integer, got {value!r}")
         if not self.lr > 0:
             raise UserError(f"{where}: field 'lr' must be > 0, got {self.lr!r}")
-        for name in ("lambda_con", "lambda_lm", "weight_decay", "warmup", "checkpoint_every", "grad_clip"):
+        for name in ("lambda_con", "lambda_lm", "weight_decay", "warmup", "checkpoint_every", "grad_clip", "threads"):
             if getattr(self, name) < 0:
                 raise UserError(f"{where}: field '{name}' must be >= 0, got {getattr(self, name)!r}")
         if not self.image_only and self.lambda_con == 0 and self.lambda_lm == 0:
