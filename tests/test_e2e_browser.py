@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -109,7 +110,7 @@ def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
         desc = page.inner_text("[data-testid='stMainBlockContainer']")
         if EMBEDDINGS_AVAILABLE:  # a model or the training-free fallback encoder gives look-alikes
             page.get_by_text("similarity", exact=False).first.wait_for(timeout=30_000)
-            assert "Go to " in page.inner_text("[data-testid='stMainBlockContainer']")
+            page.get_by_role("button", name=re.compile(r"^Go to ")).first.wait_for(timeout=30_000)
         else:  # before the probe helper's encoders exist: the panel says why there are none
             assert "Similar cells need a trained model" in desc, desc[-1500:]
         page.wait_for_timeout(1500)  # let images settle for the screenshot

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from urbanclip.errors import UserError
-from urbanclip.probe import ProbeConfig, fit_probes, parse_indicators
+from urbanclip.probe import ProbeConfig, fit_probes, parse_indicators, single_thread
 from urbanclip.reports import MethodRow, RunLog, write_table2
 from urbanclip.splits import DEFAULT_BLOCK_SIZE, check_block_size, parse_splits, store_block_split
 from urbanclip.workspace import Workspace
@@ -131,7 +131,8 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
                 log.message(f"{method}: training on the workspace's tiles")
                 enc = make_encoder(method, ws, **_opts_for(method, cfg.baseline_opts))
                 label = enc.label
-            table = cached_embeddings(ws, enc)
+            with single_thread():  # our models' inference too, like the baselines (see probe.single_thread)
+                table = cached_embeddings(ws, enc)
             values = {}
             for split in cfg.splits:
                 t1 = time.time()

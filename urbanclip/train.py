@@ -229,8 +229,8 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
         if tokenizer is not None:
             tokenizer.save(out)
     tracker.start("pretrain", total_steps, start_step=step, kind=model.kind, device=str(env.device),
-                  threads=torch.get_num_threads(), world_size=env.world_size, train_cells=len(train), val_cells=len(val), batch_size=batch_size,
-                  workspace=str(ws.root), resumed=resume_ckpt is not None)
+                  threads=torch.get_num_threads(), world_size=env.world_size, train_cells=len(train),
+                  val_cells=len(val), batch_size=batch_size, workspace=str(ws.root), resumed=resume_ckpt is not None)
     stop = StopRequest()
     stop.install()
     status = "completed"
