@@ -77,3 +77,20 @@ def test_bad_inputs():
     bad[0, 0] = np.nan
     with pytest.raises(UserError, match="NaN"):
         SimilarityIndex(bad, ids, cities)
+
+
+def test_centred_index_spreads_a_narrow_cone_and_keeps_the_ranking_exact():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=16)
+    v = (common * 20 + rng.normal(size=(60, 16))).astype(np.float32)  # every plain cosine is ~1
+    ids, cities = [f"c{i}" for i in range(60)], ["A"] * 30 + ["B"] * 30
+    plain = SimilarityIndex(v, ids, cities, backend="numpy")
+    centred = SimilarityIndex(v, ids, cities, backend="numpy", center=True)
+    assert plain.scores(v[0]).min() > 0.95
+    s = centred.scores(v[0])
+    assert s[0] == pytest.approx(1.0, abs=1e-5) and s.min() < 0.5
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    c = unit - unit.mean(axis=0)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    brute = [ids[i] for i in np.argsort(-(c[30:] @ c[0]))[:5] + 30]
+    assert [m.cell_id for m in centred.top_k(v[0], k=5, exclude_city="A")] == brute

@@ -49,7 +49,8 @@ class SimilarityIndex:
     backend: "auto" (FAISS if installed, else numpy), "numpy" or "faiss".
     """
 
-    def __init__(self, vectors: np.ndarray, cell_ids: Sequence[str], cities: Sequence[str], backend: str = "auto"):
+    def __init__(self, vectors: np.ndarray, cell_ids: Sequence[str], cities: Sequence[str], backend: str = "auto",
+                 center: bool = False):
         v = np.asarray(vectors)
         if v.ndim != 2 or v.shape[0] == 0:
             raise UserError(f"similarity index needs a non-empty 2-D array of embeddings, got shape {v.shape}")
@@ -64,7 +65,11 @@ class SimilarityIndex:
         if backend == "faiss" and not faiss_available():
             raise UserError("backend 'faiss' requested but faiss is not installed (`pip install faiss-cpu`)")
         self.backend = backend
-        self.vectors = normalise_rows(v)
+        unit = normalise_rows(v)
+        # center=True: cosine after removing the mean unit vector (queries too). A small model's
+        # embeddings sit in a narrow cone where every pair scores ~1.0; centring spreads them out.
+        self.offset = unit.mean(axis=0).astype(np.float32) if center else None
+        self.vectors = normalise_rows(unit - self.offset) if center else unit
         self.cell_ids = [str(c) for c in cell_ids]
         self.cities = np.asarray([str(c) for c in cities])
         self.dim = int(v.shape[1])
@@ -92,7 +97,8 @@ class SimilarityIndex:
                             "was it embedded by the same model?")
         if not np.isfinite(q).all():
             raise UserError("query vector contains NaN or infinite values")
-        return normalise_rows(q[None])[0]
+        q = normalise_rows(q[None])
+        return normalise_rows(q - self.offset)[0] if self.offset is not None else q[0]
 
     def scores(self, query_vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of every indexed cell to the query, in index order (a heat layer)."""

@@ -194,7 +194,7 @@ def _attach_index(ctx: AppContext) -> None:
         ctx.notes.append(f"Similarity search unavailable ({e}).")
         return
     city_of = dict(zip(ctx.workspace.cells["cell_id"], ctx.workspace.cells["city"]))
-    ctx.index = SimilarityIndex(ctx.vectors, ctx.cell_ids, [city_of[c] for c in ctx.cell_ids])
+    ctx.index = SimilarityIndex(ctx.vectors, ctx.cell_ids, [city_of[c] for c in ctx.cell_ids], center=True)
 
 
 def probe_dir(ctx: AppContext) -> Path:
