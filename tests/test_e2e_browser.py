@@ -9,7 +9,7 @@ assets/screenshot.png (the README's).
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import os
 import re
 import shutil
@@ -30,9 +30,6 @@ CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 if not CHROMIUM.exists():
     pytest.skip("/usr/bin/chromium is absent (apt-get install chromium chromium-driver)", allow_module_level=True)
-
-
-EMBEDDINGS_AVAILABLE = importlib.util.find_spec("urbanclip.encoders") is not None
 
 
 def _free_port() -> int:
@@ -77,12 +74,13 @@ def app_server(tmp_path_factory):
     log.close()
 
 
-def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
-    url, home = app_server
-    blocked: list[str] = []
+@contextlib.contextmanager
+def offline_map_page(url: str, blocked: list[str], height: int = 1000):
+    """Chromium on the app with every request not to 127.0.0.1 blocked (and recorded in
+    `blocked`); yields (page, map_frame_element, map_frame) once Leaflet drew the grid."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1600, "height": 1500})
+        page = browser.new_page(viewport={"width": 1600, "height": height})
 
         def guard(route):
             u = route.request.url
@@ -98,6 +96,16 @@ def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
         frame_el = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=240_000)
         frame = frame_el.content_frame()
         frame.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+        try:
+            yield page, frame_el, frame
+        finally:
+            browser.close()
+
+
+def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
+    url, home = app_server
+    blocked: list[str] = []
+    with offline_map_page(url, blocked, height=1500) as (page, _, frame):
         frame.wait_for_selector("img.leaflet-image-layer", state="attached", timeout=30_000)
         cells = frame.query_selector_all("path.leaflet-interactive")
         assert len(cells) >= 64  # 8x8 grid of the first city
@@ -107,16 +115,11 @@ def test_click_a_cell_shows_panel_offline(app_server, tmp_path):
         body = page.inner_text("body")
         assert "Source description" in body or "Generated description" in body
         assert "Population" in body and "persons" in body
-        desc = page.inner_text("[data-testid='stMainBlockContainer']")
-        if EMBEDDINGS_AVAILABLE:  # a model or the training-free fallback encoder gives look-alikes
-            page.get_by_text("similarity", exact=False).first.wait_for(timeout=30_000)
-            page.get_by_role("button", name=re.compile(r"^Go to ")).first.wait_for(timeout=30_000)
-        else:  # before the probe helper's encoders exist: the panel says why there are none
-            assert "Similar cells need a trained model" in desc, desc[-1500:]
+        page.get_by_text("similarity", exact=False).first.wait_for(timeout=30_000)
+        page.get_by_role("button", name=re.compile(r"^Go to ")).first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)  # let images settle for the screenshot
         shot = tmp_path / "screenshot.png"
         page.screenshot(path=str(shot), full_page=False)
-        browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("URBANCLIP_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, REPO / "assets" / "screenshot.png")
@@ -128,23 +131,7 @@ def test_draw_a_rectangle_shows_the_area_offline(app_server, tmp_path):
     """Leaflet.draw (vendored, data: URIs) draws a rectangle; the page adds up the cells under it."""
     url, _ = app_server
     blocked: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-
-        def guard(route):
-            u = route.request.url
-            if u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")):
-                route.continue_()
-            else:
-                blocked.append(u)
-                route.abort()
-
-        page.context.route("**/*", guard)
-        page.goto(url, wait_until="domcontentloaded")
-        frame_el = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=240_000)
-        frame = frame_el.content_frame()
-        frame.wait_for_selector("path.leaflet-interactive", timeout=60_000)
+    with offline_map_page(url, blocked) as (page, frame_el, frame):
         tool = frame.wait_for_selector("a.leaflet-draw-draw-rectangle", timeout=30_000)
         tool.click()
         box = frame_el.bounding_box()
@@ -158,5 +145,4 @@ def test_draw_a_rectangle_shows_the_area_offline(app_server, tmp_path):
         page.wait_for_timeout(1000)
         page.screenshot(path=str(tmp_path / "area.png"), full_page=False)
         shutil.copyfile(tmp_path / "area.png", Path(os.environ.get("URBANCLIP_E2E_AREA_SHOT", tmp_path / "area-last.png")))
-        browser.close()
     assert blocked == [], f"the page tried to reach the internet: {blocked[:5]}"
