@@ -59,3 +59,20 @@ def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = UrbanCLIP(tiny_config()[0], UrbanTokenizer.train(texts, vocab_size=300)).eval()
     return save_checkpoint(path, model)
+
+
+def map_page_with(ctx, workspace_path: Path, monkeypatch):
+    """An AppTest of app.py (not yet run) whose pages get `ctx` instead of loading one."""
+    import sys
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo))
+    import pages._shared as shared
+
+    monkeypatch.setenv("URBANCLIP_WORKSPACE", str(workspace_path))
+    monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
+    st.cache_resource.clear()
+    return AppTest.from_file(str(repo / "app.py"), default_timeout=60)

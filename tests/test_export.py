@@ -119,20 +119,10 @@ def test_cli_exports_cells_and_report(tiny_workspace_copy, tmp_path, capsys):
 
 
 def test_map_page_offers_downloads(ctx, tiny_workspace_path, monkeypatch):
-    import sys
-    from pathlib import Path
-
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from app_helpers import map_page_with
 
-    repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo))
-    import pages._shared as shared
-
-    monkeypatch.setenv("URBANCLIP_WORKSPACE", str(tiny_workspace_path))
-    monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(repo / "app.py"), default_timeout=60).run()
+    at = map_page_with(ctx, tiny_workspace_path, monkeypatch).run()
     assert not at.exception
     assert at.radio(key="export_format").options == list(FORMATS)
     labels = [e.proto.label for e in at.get("download_button")]

@@ -207,20 +207,10 @@ def test_profile_and_uncertainty_layer(ctx_with_intervals):
 
 
 def test_map_page_shows_intervals_and_offers_the_layer(ctx_with_intervals, tiny_workspace_path, monkeypatch):
-    import sys
-    from pathlib import Path
-
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from app_helpers import map_page_with
 
-    repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo))
-    import pages._shared as shared
-
-    monkeypatch.setenv("URBANCLIP_WORKSPACE", str(tiny_workspace_path))
-    monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx_with_intervals)
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(repo / "app.py"), default_timeout=60)
+    at = map_page_with(ctx_with_intervals, tiny_workspace_path, monkeypatch)
     at.session_state["selected_cell"] = ctx_with_intervals.workspace.cells["cell_id"].iloc[0]
     at.run()
     assert not at.exception
