@@ -69,23 +69,37 @@ class CompareConfig:
             raise UserError(f"--run is only for model methods ({', '.join(MODEL_METHODS)}), got {bad[0]!r}")
 
 
-def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: RunLog) -> tuple[Path, str]:
-    """The run folder of a model method: given, already trained under OUT/runs, or trained now."""
+def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: RunLog,
+               same_config: dict[str, tuple[str, Path]] | None = None) -> tuple[Path, str]:
+    """The run folder of a model method: given, already trained under OUT/runs, trained earlier in
+    this comparison with an identical effective config (`same_config`), or trained now."""
     if method in cfg.runs:
         return Path(cfg.runs[method]), "given run"
+    import json
+
     from urbanclip.checkpoint import MODEL_FILE
     from urbanclip.config import load_config
 
-    run = out / "runs" / method
-    if (run / MODEL_FILE).is_file():
-        log.message(f"{method}: reusing the finished run {run}")
-        return run, "reused run"
     model_cfg, train_cfg = load_config(cfg.model_config)
     overrides = {**cfg.train_overrides, **MODEL_METHODS[method][1]}
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(train_cfg)})
     if unknown:
         raise UserError(f"unknown training option {unknown[0]!r} for the comparison's pretraining runs")
     train_cfg = dataclasses.replace(train_cfg, **overrides)
+    # e.g. "w/o refined text" on a workspace without text_refined trains exactly what UrbanCLIP
+    # trains (training is deterministic per seed), so the second one reuses the first one's run
+    effective = dataclasses.replace(train_cfg, text_column=train_cfg.text_column or ws.text_column())
+    signature = json.dumps([dataclasses.asdict(model_cfg), dataclasses.asdict(effective)], sort_keys=True)
+    same_config = {} if same_config is None else same_config
+    run = out / "runs" / method
+    if (run / MODEL_FILE).is_file():
+        log.message(f"{method}: reusing the finished run {run}")
+        same_config.setdefault(signature, (method, run))
+        return run, "reused run"
+    if signature in same_config:
+        other, other_run = same_config[signature]
+        log.message(f"{method}: same training config as {other}, reusing {other_run}")
+        return other_run, f"same training config as {other}, reused run"
     if run.exists():
         import shutil
 
@@ -96,6 +110,7 @@ def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: R
     summary = pretrain(ws, run, model_cfg, train_cfg)
     if summary.get("status") != "completed":  # stopped by a signal (the app's Cancel): stop the comparison too
         raise KeyboardInterrupt(f"{method} pretraining {summary.get('status')}")
+    same_config[signature] = (method, run)
     return run, "trained"
 
 
@@ -115,6 +130,7 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
     log = RunLog(out, bar=bar, keys=[f"{n}_R2{split_suffix(s)}" for s in cfg.splits for n in names])
     log.start(f"compare {','.join(cfg.methods)}", len(cfg.methods))
     rows: list[MethodRow] = []
+    same_config: dict[str, tuple[str, Path]] = {}  # training-config signature -> (method, run folder)
     try:
         for i, method in enumerate(cfg.methods, 1):
             t0 = time.time()
@@ -123,7 +139,7 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
                 if method == "urbanclip-raw-text" and not has_refined:
                     notes = ("the workspace has no text_refined column, so this run trains on the same raw text as UrbanCLIP "
                              "(run `python -m urbanclip refine -w W` before the comparison)")
-                run, how = _model_run(ws, method, out, cfg, log)
+                run, how = _model_run(ws, method, out, cfg, log, same_config)
                 enc = make_encoder(f"{'urbanvit' if method == 'urbanvit' else 'urbanclip'}:{run}", ws)
                 label = MODEL_METHODS[method][0]
                 notes = "; ".join(x for x in (notes, f"{how}: {run}") if x)
