@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from urbanclip.config import ModelConfig, demo_config  # noqa: E402
-from urbanclip.model import UrbanCLIP  # noqa: E402
-from urbanclip.tokenizer import UrbanTokenizer  # noqa: E402
+from urbanclip.model.config import ModelConfig, demo_config  # noqa: E402
+from urbanclip.model.model import UrbanCLIP  # noqa: E402
+from urbanclip.model.tokenizer import UrbanTokenizer  # noqa: E402
 
 CONFIGS = {
     "demo": lambda: demo_config()[0],

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from urbanclip.losses import MAX_LOGIT_SCALE, captioning_loss, clamp_logit_scale, contrastive_loss
+from urbanclip.model.losses import MAX_LOGIT_SCALE, captioning_loss, clamp_logit_scale, contrastive_loss
 
 
 def _emb(n: int, d: int, seed: int) -> torch.Tensor:

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from urbanclip.config import tiny_config
+from urbanclip.model.config import tiny_config
 from urbanclip.errors import UserError
-from urbanclip.model import UrbanCLIP
-from urbanclip.tokenizer import UrbanTokenizer
+from urbanclip.model.model import UrbanCLIP
+from urbanclip.model.tokenizer import UrbanTokenizer
 
 CAPTIONS = ["a green park with trees.", "grey industrial warehouses.", "a wide river with water.",
             "dense residential blocks."]
