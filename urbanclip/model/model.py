@@ -4,14 +4,14 @@ MISSION.md sections 3-6).
 
 Reads top to bottom: helpers, blocks (attention, cross-attention, decoder block,
 attentional pooler), then the model with typed methods `encode_image`,
-`encode_text`, `loss`, `image_only_loss`, `caption_logits`, `generate`.
+`encode_text`, `caption_logits`, `generate`, and `forward` (the training pass, whose
+output the losses in `losses.py` read).
 Shapes use einops names: b batch, n/l sequence, h heads, d head dim, q queries.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,20 +20,11 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from urbanclip.model.config import ModelConfig
-from urbanclip.training.distributed import all_gather_with_grad
 from urbanclip.errors import UserError
-from urbanclip.model.losses import INIT_LOGIT_SCALE, captioning_loss, contrastive_loss
+from urbanclip.model.losses import INIT_LOGIT_SCALE, CoCaOutput
 from urbanclip.model.tokenizer import UrbanTokenizer
 
 STRATEGIES = ("greedy", "beam", "top-p")
-
-
-class LossOutput(NamedTuple):
-    """One forward pass, both losses: total = lambda_con * con + lambda_lm * lm."""
-
-    total: torch.Tensor
-    con: torch.Tensor
-    lm: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------
@@ -293,31 +284,24 @@ class UrbanCLIP(nn.Module):
         x, _ = self._unimodal(token_ids.to(self.device))
         return self._multimodal(x, visual)
 
-    # -- objectives -------------------------------------------------------------------
-    def loss(self, images: torch.Tensor, token_ids: torch.Tensor, mask: torch.Tensor,
-             lambda_con: float = 1.0, lambda_lm: float = 1.0) -> LossOutput:
-        """Contrastive + captioning loss from ONE pass of the image encoder and the text decoder."""
-        tok = self._need_text()
-        ids, valid, targets = self._shift(token_ids, mask)
-        tokens = self.image_tokens(images)
-        text_states, cls = self._unimodal(ids, valid)
-        zero = images.new_zeros(())
-        con = lm = zero
-        if lambda_con > 0:
-            img_emb = self._image_embedding(tokens)
-            txt_emb = F.normalize(self.text_proj(self.text_ln(cls)), dim=-1)
-            con = contrastive_loss(all_gather_with_grad(img_emb), all_gather_with_grad(txt_emb), self.logit_scale)
-        if lambda_lm > 0:
-            logits = self._multimodal(text_states, self.caption_pool(tokens))
-            lm = captioning_loss(logits, targets, tok.pad_id)
-        return LossOutput(lambda_con * con + lambda_lm * lm, con, lm)
+    # -- the training forward pass -------------------------------------------------------
+    def forward(self, images: torch.Tensor, token_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                contrast: bool = True, captions: bool = True) -> CoCaOutput:
+        """ONE pass of the image encoder and the text decoder for both losses (`losses.CoCaLoss`).
 
-    def image_only_loss(self, view_a: torch.Tensor, view_b: torch.Tensor) -> LossOutput:
-        """UrbanViT: symmetric InfoNCE between two augmented views of the same tiles (SimCLR-style)."""
-        za = self._image_embedding(self.image_tokens(view_a))
-        zb = self._image_embedding(self.image_tokens(view_b))
-        con = contrastive_loss(all_gather_with_grad(za), all_gather_with_grad(zb), self.logit_scale)
-        return LossOutput(con, con, view_a.new_zeros(()))
+        Without `token_ids` (UrbanViT, or image-only batches) only the image embedding is
+        computed. `contrast` / `captions` skip the parts a switched-off loss term would not read.
+        """
+        tokens = self.image_tokens(images)
+        image_emb = self._image_embedding(tokens)
+        if token_ids is None:
+            return CoCaOutput(image_emb, None, None, None, self.logit_scale)
+        self._need_text()
+        ids, valid, targets = self._shift(token_ids, mask)
+        text_states, cls = self._unimodal(ids, valid)
+        text_emb = F.normalize(self.text_proj(self.text_ln(cls)), dim=-1) if contrast else None
+        logits = self._multimodal(text_states, self.caption_pool(tokens)) if captions else None
+        return CoCaOutput(image_emb, text_emb, logits, targets, self.logit_scale)
 
     # -- generation -------------------------------------------------------------------
     def _banned(self, tok: UrbanTokenizer) -> torch.Tensor:

@@ -33,7 +33,8 @@ from urbanclip.model.transforms import augment, normalise
 from urbanclip.training.dataset import TileDataset, TileSet, load_tiles, pick_texts, step_generator
 from urbanclip.training.distributed import DistEnv, autocast, barrier, init_distributed, shutdown
 from urbanclip.errors import UserError
-from urbanclip.model.model import LossOutput, UrbanCLIP
+from urbanclip.model.losses import CoCaLoss, LossOutput, TwoViewLoss
+from urbanclip.model.model import UrbanCLIP
 from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
 from urbanclip.model.tokenizer import UrbanTokenizer
 from urbanclip.data.workspace import Workspace, atomic_write_json
@@ -44,19 +45,11 @@ CONFIG_FILE = "config.json"
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "device", "log_every", "eval_cells", "eval_generate", "threads"}
 
 
-class Objective(nn.Module):
-    """The training objective as a module, so DDP can wrap one `forward` that returns the losses."""
-
-    def __init__(self, model: UrbanCLIP, cfg: TrainConfig):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-
-    def forward(self, images: torch.Tensor, token_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, view_b: torch.Tensor | None = None) -> LossOutput:
-        if self.cfg.image_only:
-            return self.model.image_only_loss(images, view_b)
-        return self.model.loss(images, token_ids, mask, self.cfg.lambda_con, self.cfg.lambda_lm)
+def training_loss(cfg: TrainConfig, tokenizer: UrbanTokenizer | None) -> CoCaLoss | TwoViewLoss:
+    """The objective of a run: CoCa's weighted pair of losses, or two-view InfoNCE for UrbanViT."""
+    if cfg.image_only:
+        return TwoViewLoss()
+    return CoCaLoss(cfg.lambda_con, cfg.lambda_lm, tokenizer.pad_id)
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):
@@ -197,10 +190,12 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
         tracker.message(f"ViT initialised from {model_cfg.init_checkpoint}: {len(report['missing'])} missing keys "
                         f"{report['missing'][:5]}, {len(report['unexpected'])} unexpected {report['unexpected'][:5]}")
     model.to(env.device)
-    objective: nn.Module = Objective(model, cfg)
-    if env.distributed:
-        objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    loss_fn = training_loss(cfg, tokenizer)
+    forward: nn.Module = model
+    if env.distributed:  # the loss gathers the embeddings of all ranks; an ablation leaves some weights unused
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=cfg.lambda_con == 0 or cfg.lambda_lm == 0)
 
     batch_size = min(cfg.batch_size, len(train) // env.world_size)
     sampler = DistributedSampler(TileDataset(train), num_replicas=env.world_size, rank=env.rank, shuffle=True,
@@ -248,14 +243,14 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
                 images = train.images[idx].float().div(255)
                 with autocast(env.device):
                     if cfg.image_only:
-                        view_a = normalise(augment(images, gen)).to(env.device)
-                        view_b = normalise(augment(images, gen)).to(env.device)
-                        losses = objective(view_a, view_b=view_b)
+                        view_a = normalise(augment(images, gen))
+                        view_b = normalise(augment(images, gen))
+                        losses = loss_fn(forward(torch.cat([view_a, view_b]).to(env.device)))
                     else:
                         x = normalise(augment(images, gen)).to(env.device)
                         texts = pick_texts([train.sentences[i] for i in idx], cfg.text_sampling, gen)
                         ids, mask = tokenizer.encode_batch(texts, model_cfg.context_length)
-                        losses = objective(x, ids.to(env.device), mask.to(env.device))
+                        losses = loss_fn(forward(x, ids.to(env.device), mask.to(env.device), **loss_fn.needs))
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
@@ -321,14 +316,15 @@ def _val_losses(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, tokenizer: Urb
     for i in range(0, len(val) - 1, bs):
         sl = slice(i, min(i + bs, len(val)))
         images = val.images[sl].float().div(255)
+        loss_fn = training_loss(cfg, tokenizer)
         if cfg.image_only:
-            out = model.image_only_loss(normalise(augment(images, gen)).to(env.device),
-                                        normalise(augment(images, gen)).to(env.device))
+            views = torch.cat([normalise(augment(images, gen)), normalise(augment(images, gen))])
+            out = loss_fn(model(views.to(env.device)))
         else:
             texts = eval_texts(val.sentences[sl], cfg.text_sampling)
             ids, mask = tokenizer.encode_batch(texts, model.config.context_length)
-            out = model.loss(normalise(images).to(env.device), ids.to(env.device), mask.to(env.device),
-                             cfg.lambda_con, cfg.lambda_lm)
+            out = loss_fn(model(normalise(images).to(env.device), ids.to(env.device), mask.to(env.device),
+                                **loss_fn.needs))
         k = images.shape[0]
         for name, v in zip(("val_loss", "val_con", "val_lm"), out):
             totals[name] += float(v) * k

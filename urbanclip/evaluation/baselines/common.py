@@ -23,6 +23,7 @@ from torch import nn
 
 from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.model.losses import contrastive_loss
 
 # (step, total_steps, loss) -> None; used by the compare command's progress bar
 StepCallback = Callable[[int, int, float], None]
@@ -210,11 +211,9 @@ def pick_positive(anchors: np.ndarray, positives: list[np.ndarray], rng: np.rand
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
-    """Symmetric InfoNCE over the batch (SimCLR's NT-Xent with cross-view negatives)."""
-    z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    logits = z1 @ z2.t() / temperature
-    target = torch.arange(len(z1))
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    """SimCLR's NT-Xent with cross-view negatives: the model's one InfoNCE at a fixed temperature."""
+    scale = torch.tensor(math.log(1.0 / temperature))
+    return contrastive_loss(F.normalize(z1, dim=-1), F.normalize(z2, dim=-1), scale)
 
 
 def _steps(n: int, cfg: BaselineConfig) -> int:
