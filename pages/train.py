@@ -10,6 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from urbanclip import paths
+from urbanclip.commands import check_arguments, command_names
 from urbanclip.errors import UserError
 from urbanclip.services import runs
 from urbanclip.services.cities import load_transfer
@@ -30,7 +31,7 @@ def _fmt_eta(s: float | None) -> str:
 
 
 # ---- launch ---------------------------------------------------------------------------
-commands = runs.available_commands()
+commands = command_names()
 stamp = time.strftime("%Y%m%d-%H%M%S")
 with st.expander("Launch a run", expanded=True):
     kind = st.radio("Run", ["pretrain", "other command"], horizontal=True, key="run_kind")
@@ -66,6 +67,7 @@ with st.expander("Launch a run", expanded=True):
                     args.append("--resume")
             else:
                 args += shlex.split(extra)
+                check_arguments(command, [*args, "--out", str(out)])
             path = runs.launch_run(command, args, out)
             st.success(f"Started `{command}` in {path}")
         except UserError as e:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
-
 from app_helpers import pixel_context, tiny_workspace
+from streamlit.testing.v1 import AppTest
 
 import urbanclip.ui as shared
 

@@ -7,14 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_helpers import pixel_context
 from shapely.geometry import Point, box, mapping
 
-from app_helpers import pixel_context
+from urbanclip.data.workspace import Workspace, split_sentences
 from urbanclip.errors import UserError
 from urbanclip.search.index import grid_windows
-from urbanclip.services.area import (area_from_cells, area_from_polygon, cells_in_polygon, combined_description,
-                                     parse_geometry, read_map_event)
-from urbanclip.data.workspace import Workspace, split_sentences
+from urbanclip.services.area import (
+    area_from_cells,
+    area_from_polygon,
+    cells_in_polygon,
+    combined_description,
+    parse_geometry,
+    read_map_event,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,9 +174,10 @@ def test_combined_description_counts_sentences_per_cell(ctx):
 
 def test_combined_description_keeps_grounded_sentences_with_a_model(tiny_workspace_path, tmp_path):
     from app_helpers import tiny_checkpoint
+
     from urbanclip.model.checkpoint import load_model
-    from urbanclip.text.faithfulness import image_embeddings
     from urbanclip.services.context import AppContext
+    from urbanclip.text.faithfulness import image_embeddings
 
     ws = Workspace.load(tiny_workspace_path)
     model = load_model(tiny_checkpoint(ws, tmp_path / "m.pt"))

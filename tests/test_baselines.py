@@ -7,9 +7,15 @@ import pytest
 import torch
 from probe_helpers import build_signal_workspace
 
-from urbanclip.evaluation.baselines.common import BaselineConfig, distant_sampler, grid_neighbours, text_neighbours, train_pairs
-from urbanclip.evaluation.encoders import BASELINE_NAMES, make_encoder, parse_opts
 from urbanclip.errors import UserError
+from urbanclip.evaluation.baselines.common import (
+    BaselineConfig,
+    distant_sampler,
+    grid_neighbours,
+    text_neighbours,
+    train_pairs,
+)
+from urbanclip.evaluation.encoders import BASELINE_NAMES, make_encoder, parse_opts
 
 SMALL = {"epochs": 1, "image_size": 32, "batch_size": 16, "width": 8, "dim": 16}
 

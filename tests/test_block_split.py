@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from urbanclip.data.splits import SPLITS, block_ids, block_split, parse_splits, split_column, store_block_split
+from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 from urbanclip.evaluation.probe import ProbeConfig, fit_probes
-from urbanclip.data.splits import (SPLITS, block_ids, block_split, parse_splits, split_column, store_block_split)
-from urbanclip.data.workspace import Workspace
 
 FAST = ProbeConfig(hidden=(16,), max_epochs=40, patience=8, seeds=(0,), ensemble=2, min_train=5)
 

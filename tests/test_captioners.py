@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from shapely.geometry import box
 
-from urbanclip.text.captioners import make_captioner, split_generated
 from urbanclip.errors import UserError
+from urbanclip.text.captioners import make_captioner, split_generated
 
 
 def build_tiny_hf_captioner(path: Path) -> Path:
@@ -21,8 +21,14 @@ def build_tiny_hf_captioner(path: Path) -> Path:
     tokenizer and a ViT image processor, saved with save_pretrained like a downloaded model."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (GPT2Config, PreTrainedTokenizerFast, VisionEncoderDecoderConfig,
-                              VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor)
+    from transformers import (
+        GPT2Config,
+        PreTrainedTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     words = "the a of with and buildings road river park residential dense area green trees .".split()
     vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
@@ -136,8 +142,8 @@ class Counting:
 
 
 def test_describe_only_missing_resumes_after_interrupt(tmp_path, tiny_hf):
-    from urbanclip.commands.describe import describe_workspace
     from urbanclip.data.workspace import Workspace
+    from urbanclip.text.describe import describe_workspace
 
     _image_workspace(tmp_path / "ws")
     inner = make_captioner("hf", str(tiny_hf), batch_size=4, max_new_tokens=6)

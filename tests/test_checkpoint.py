@@ -8,10 +8,17 @@ import json
 import pytest
 import torch
 
-from urbanclip.model.checkpoint import (MODEL_FILE, TRAIN_STATE_FILE, check_compatible, export_for_inference,
-                                  load_model, read_checkpoint, save_checkpoint)
-from urbanclip.model.config import ModelConfig, TrainConfig, demo_config, load_config, save_config, tiny_config
 from urbanclip.errors import UserError
+from urbanclip.model.checkpoint import (
+    MODEL_FILE,
+    TRAIN_STATE_FILE,
+    check_compatible,
+    export_for_inference,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from urbanclip.model.config import ModelConfig, TrainConfig, demo_config, load_config, save_config, tiny_config
 from urbanclip.model.model import UrbanCLIP
 from urbanclip.model.tokenizer import UrbanTokenizer
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from probe_helpers import build_signal_workspace
 
-from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison
 from urbanclip.errors import UserError
+from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison
 from urbanclip.evaluation.probe import ProbeConfig
 from urbanclip.evaluation.reports import read_table2
 

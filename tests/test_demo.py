@@ -14,8 +14,8 @@ from urbanclip.data.demo.build import file_digest
 from urbanclip.data.demo.captions import is_noise_sentence
 from urbanclip.data.demo.landuse import PROFILES, make_field
 from urbanclip.data.demo.render import cell_stats, render_city
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace, split_sentences
+from urbanclip.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from probe_helpers import build_signal_workspace
 
 from urbanclip.data.embeddings import EmbeddingTable, cache_paths, cached_embeddings
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
 
 
 class CountingEncoder:
@@ -94,8 +94,8 @@ def test_table_rows_and_subset():
 
 
 def test_model_encoder_embeds_with_the_models_transform(ws, tmp_path):
-    from urbanclip.model.config import tiny_config
     from urbanclip.evaluation.encoders import ModelImageEncoder, make_encoder
+    from urbanclip.model.config import tiny_config
     from urbanclip.model.model import UrbanCLIP
 
     model = UrbanCLIP(tiny_config()[0], None, with_text=False).eval()

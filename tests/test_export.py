@@ -6,12 +6,19 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-
 from app_helpers import pixel_context
-from urbanclip.errors import UserError
-from urbanclip.services.export import (FORMATS, cells_frame, export_cells, export_report, file_name,
-                                       format_from_path, write_cells)
+
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
+from urbanclip.services.export import (
+    FORMATS,
+    cells_frame,
+    export_cells,
+    export_report,
+    file_name,
+    format_from_path,
+    write_cells,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from app_helpers import tiny_checkpoint
+
 from urbanclip.cli import main
-from urbanclip.errors import UserError
-from urbanclip.text.faithfulness import (FaithfulnessReport, GroundingConfig, assess, distinct_ratio, ground_sentences,
-                                    grounding_scores, image_embeddings, mean_pairwise_similarity, write_report)
-from urbanclip.text.refine import drop_ungrounded
 from urbanclip.data.workspace import Workspace, split_sentences
+from urbanclip.errors import UserError
+from urbanclip.text.faithfulness import (
+    FaithfulnessReport,
+    GroundingConfig,
+    assess,
+    distinct_ratio,
+    ground_sentences,
+    grounding_scores,
+    image_embeddings,
+    mean_pairwise_similarity,
+    write_report,
+)
+from urbanclip.text.refine import drop_ungrounded
 
 # ---------------------------------------------------------------------------------
 # diversity
@@ -196,15 +205,13 @@ def test_refine_grounding_filter_needs_a_checkpoint_and_thins_descriptions(tiny_
 
 
 def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monkeypatch):
-    import sys
 
     import streamlit as st
+    from app_helpers import pixel_context
     from streamlit.testing.v1 import AppTest
 
-    from app_helpers import pixel_context
-    from urbanclip.text.faithfulness import DescriptionGrounding
-
     import urbanclip.ui as shared
+    from urbanclip.text.faithfulness import DescriptionGrounding
 
     repo = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from urbanclip.errors import UserError
 from urbanclip.evaluation.baselines.imagenet_cnn import FEATURES, ImageNetCNNConfig, ImageNetCNNEncoder, build_model
 from urbanclip.evaluation.encoders import BASELINE_NAMES, make_encoder
-from urbanclip.errors import UserError
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from urbanclip.errors import UserError
 from urbanclip.data.importers.geotiff import import_geotiff
+from urbanclip.errors import UserError
 
 LON, LAT = 116.4, 39.9
 

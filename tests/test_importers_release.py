@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from urbanclip.errors import UserError
 from urbanclip.data.importers.release import import_release
 from urbanclip.data.tiles import bd09_to_gcj02, bd09mc_to_bd09, gcj02_to_wgs84
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
 
 HEADER = ["satellite_img_name", "BD09 coordinate", "WGS84 coordinate", "carbon_emissions (ton)",
           "population (unit)", "gdp (million yuan)"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from urbanclip.errors import UserError
 from urbanclip.data.importers.xyz import FetchConfig, cache_folder, fetch_tiles, import_xyz
 from urbanclip.data.tiles import tiles_for_bbox
+from urbanclip.errors import UserError
 
 ZOOM = 14
 BBOX = (116.40, 39.90, 116.43, 39.92)  # ~2.5 x 2.2 km, 6 tiles at zoom 14

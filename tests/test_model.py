@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from urbanclip.model.config import tiny_config
 from urbanclip.errors import UserError
+from urbanclip.model.config import tiny_config
 from urbanclip.model.losses import CoCaLoss, TwoViewLoss
 from urbanclip.model.model import UrbanCLIP
 from urbanclip.model.tokenizer import UrbanTokenizer

@@ -7,10 +7,10 @@ import pytest
 from probe_helpers import build_signal_workspace
 
 from urbanclip.data.embeddings import EmbeddingTable
+from urbanclip.data.splits import random_split
 from urbanclip.errors import UserError
 from urbanclip.evaluation.metrics import regression_metrics
 from urbanclip.evaluation.probe import ProbeConfig, ProbeHeads, fit_probes
-from urbanclip.data.splits import random_split
 
 FAST = ProbeConfig(hidden=(32,), max_epochs=200, patience=15, seeds=(0,))
 

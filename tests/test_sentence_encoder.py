@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from urbanclip.text import sentence_encoder
 from urbanclip.errors import UserError
+from urbanclip.text import sentence_encoder
 from urbanclip.text.sentence_encoder import DIM, CachedSimilarity, encode_texts, similarity, similarity_function
 
 
@@ -98,9 +98,9 @@ def test_text_probe_with_minilm_features(tmp_path, capsys):
 
 
 def test_text_simclr_positives_by_minilm(tiny_workspace_path):
+    from urbanclip.data.workspace import Workspace
     from urbanclip.evaluation.baselines.common import text_neighbours
     from urbanclip.evaluation.encoders import make_encoder
-    from urbanclip.data.workspace import Workspace
 
     texts = ["tall apartment towers", "a wheat field", "high-rise residential blocks", "crops growing on farmland"]
     assert [list(nb) for nb in text_neighbours(texts, k=1, similarity_fn=similarity)] == [[2], [3], [0], [1]]

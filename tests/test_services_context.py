@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from app_helpers import tiny_workspace
+
 from urbanclip import paths
 from urbanclip.errors import UserError
 from urbanclip.services import context as C

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from app_helpers import pixel_context, tiny_workspace
+
 from urbanclip.services.context import AppContext
 from urbanclip.services.lookup import search
 

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 import pytest
-
 from app_helpers import tiny_workspace
+
 from urbanclip.services.context import AppContext
 from urbanclip.services.lookup import search
 from urbanclip.services.mapview import build_map, city_geojson, city_mosaic, layer_data, legend_html
@@ -75,8 +75,8 @@ def test_map_html_is_offline_and_carries_cell_ids(ctx):
 def test_city_without_imagery_still_maps_and_profiles(tmp_path):
     from urbanclip.data.grid import square_grid
     from urbanclip.data.indicators import STANDARD
-    from urbanclip.services.profile import profile_cell
     from urbanclip.data.workspace import Manifest, WorkspaceBuilder
+    from urbanclip.services.profile import profile_cell
 
     g = square_grid("Blind", 10.0, 50.0, 3, 3, 1000.0)
     g["text_raw"] = "A town."

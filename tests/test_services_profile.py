@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from app_helpers import pixel_context, tiny_workspace
+
 from urbanclip.errors import UserError
 from urbanclip.services.context import AppContext
 from urbanclip.services.profile import format_value, profile_cell

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from urbanclip.model.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
 from urbanclip.cli import main
-from urbanclip.model.config import save_config, tiny_config
-from urbanclip.errors import UserError
 from urbanclip.data.grid import square_grid
 from urbanclip.data.indicators import STANDARD
-from urbanclip.events import read_events
-from urbanclip.training.train import pretrain, warmup_cosine
 from urbanclip.data.workspace import Manifest, WorkspaceBuilder, join_sentences
+from urbanclip.errors import UserError
+from urbanclip.events import read_events
+from urbanclip.model.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
+from urbanclip.model.config import save_config, tiny_config
+from urbanclip.training.train import pretrain, warmup_cosine
 
 # three visually distinct classes with their own descriptions
 CLASSES = {"park": ((40, 140, 40), ["A green park with trees.", "Lawns and a pond."]),

@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
-
 from app_helpers import pixel_context
+
+from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 from urbanclip.evaluation.probe import HEADS_FILE, META_FILE, ProbeConfig, ProbeHeads, fit_probes
 from urbanclip.evaluation.uncertainty import Calibration, calibrate, conformal_quantile, coverage
-from urbanclip.data.workspace import Workspace
 
 FAST = ProbeConfig(hidden=(16,), max_epochs=60, patience=10, seeds=(0,), ensemble=3, min_train=5)
 

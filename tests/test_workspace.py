@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from urbanclip.errors import UserError, ValidationError
 from urbanclip.data.grid import grid_over_bounds, square_grid
 from urbanclip.data.indicators import STANDARD, from_model_scale, to_model_scale
 from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
+from urbanclip.errors import UserError, ValidationError
 
 
 def _build(root, n=4, overwrite=False, **cells_kw):

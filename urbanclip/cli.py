@@ -1,34 +1,19 @@
 """Command line: `python -m urbanclip <command> ...`.
 
-Each subcommand is one module in `urbanclip/commands/` exposing
-`NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`; they are found
-automatically, so adding a command never edits this file. Imports of heavy
-libraries (torch) happen inside `run`, keeping `--help` fast.
+Each subcommand is one module in `urbanclip/commands/` (the registry in
+`urbanclip.commands`); they are found automatically, so adding a command never
+edits this file. Imports of heavy libraries (torch) happen inside `run`,
+keeping `--help` fast. Installed as the console script `urbanclip` too.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
-from types import ModuleType
 
 from urbanclip import __version__
+from urbanclip.commands import command_modules
 from urbanclip.errors import UserError
-
-
-def _command_modules() -> list[ModuleType]:
-    import urbanclip.commands as pkg
-
-    mods = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"urbanclip.commands.{info.name}")
-        if hasattr(mod, "NAME") and hasattr(mod, "run"):
-            mods.append(mod)
-    return mods
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="UrbanCLIP / Urban Insights: workspaces, pretraining, probes, search, text.")
     parser.add_argument("--version", action="version", version=f"urbanclip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for mod in _command_modules():
+    for mod in command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

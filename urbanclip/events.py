@@ -1,9 +1,15 @@
-"""Progress of long-running commands, as events any listener can follow.
+"""Progress of long-running commands, as events any listener can follow: the ONE event writer.
 
-Events (interfaces.md): start / step / message / end, each a JSON object with
-"event" and "time". `JsonlLogger` appends them to RUN/metrics.jsonl (the app's
-Train page tails that file), `TqdmProgress` draws a bar in the terminal, and
-`ProgressTracker` turns "step i done" into events with ETA and throughput.
+Events: start / step / message / end, each a JSON object with "event" and "time"
+(a step also has step, total_steps, eta_s, items_per_s and the run's metrics; an
+end has status in END_STATUSES and a summary). `JsonlLogger` appends them to
+RUN/metrics.jsonl (the app's Train page and the run supervisor read that file),
+`TqdmProgress` draws a bar in the terminal, and `ProgressTracker` turns "step i
+done" into events with ETA and throughput. Pretraining, probes, comparisons,
+transfer and describe all report through `ProgressTracker` (`tracker_for`).
+
+Standard library only at import time: the run supervisor imports this module and
+must start in milliseconds.
 """
 
 from __future__ import annotations
@@ -91,16 +97,19 @@ class TqdmProgress:
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All events of RUN/metrics.jsonl (a torn last line, from a run being written, is skipped)."""
+    """All events of RUN/metrics.jsonl; a torn last line (a run being written) or a line that is
+    not a JSON object is skipped."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
     events = []
-    for line in path.read_text("utf-8").splitlines():
+    for line in path.read_text("utf-8", errors="replace").splitlines():
         try:
-            events.append(json.loads(line))
+            ev = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(ev, dict):
+            events.append(ev)
     return events
 
 
@@ -125,7 +134,7 @@ class ProgressTracker:
         self._first_step = start_step
         self.emit("start", command=command, total_steps=total_steps, start_step=start_step, **data)
 
-    def step(self, step: int, epoch: int, items: int, **metrics: Any) -> None:
+    def step(self, step: int, epoch: int = 0, items: int = 1, **metrics: Any) -> None:
         """Report that `step` (1-based, global) finished after processing `items` items."""
         now = time.time()
         done = max(step - self._first_step, 1)
@@ -143,3 +152,13 @@ class ProgressTracker:
         if status not in END_STATUSES:
             raise ValueError(f"status must be one of {END_STATUSES}, got {status!r}")
         self.emit("end", status=status, summary=summary or {})
+
+
+def tracker_for(run_dir: str | Path | None, bar: bool = False, keys: Iterable[str] = ()) -> ProgressTracker:
+    """A tracker writing RUN/metrics.jsonl (when `run_dir` is given) and, with `bar`, a terminal bar."""
+    callbacks: list[ProgressCallback] = []
+    if run_dir:
+        callbacks.append(JsonlLogger(run_dir))
+    if bar:
+        callbacks.append(TqdmProgress(keys))
+    return ProgressTracker(callbacks)

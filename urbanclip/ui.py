@@ -15,8 +15,15 @@ from pathlib import Path
 import streamlit as st
 
 from urbanclip.errors import UserError
-from urbanclip.services.area import (AreaSummary, area_from_cells, area_from_polygon, area_indicator_table,
-                                     cells_by_id, cells_in_polygon, read_map_event)
+from urbanclip.services.area import (
+    AreaSummary,
+    area_from_cells,
+    area_from_polygon,
+    area_indicator_table,
+    cells_by_id,
+    cells_in_polygon,
+    read_map_event,
+)
 from urbanclip.services.context import AppContext, active_model_file, active_model_path, load_context, workspace_dir
 from urbanclip.services.export import FORMATS, export_cells, file_name
 from urbanclip.services.lookup import search

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from urbanclip.commands.probe import add_probe_options, add_split_options, probe_config
+from urbanclip.commands._options import add_probe_options, add_split_options, probe_config
 
 NAME = "compare"
 HELP = "full comparison: baselines + ablations + UrbanCLIP with the same probe (Table 2)"
@@ -29,10 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.data.workspace import Workspace
+    from urbanclip.errors import UserError
     from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison
     from urbanclip.evaluation.encoders import parse_opts
-    from urbanclip.errors import UserError
-    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     runs = {}

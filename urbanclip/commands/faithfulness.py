@@ -40,10 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from urbanclip.model.checkpoint import load_model
-    from urbanclip.errors import UserError
-    from urbanclip.text.faithfulness import FaithfulnessReport, GroundingConfig, assess, image_embeddings, write_report
     from urbanclip.data.workspace import Workspace
+    from urbanclip.errors import UserError
+    from urbanclip.model.checkpoint import load_model
+    from urbanclip.text.faithfulness import FaithfulnessReport, GroundingConfig, assess, image_embeddings, write_report
 
     ws = Workspace.load(args.workspace)
     cfg = GroundingConfig(n_reference=args.n_reference, seed=args.seed, threshold=args.threshold,

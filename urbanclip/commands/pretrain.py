@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
+    from urbanclip.events import TqdmProgress
     from urbanclip.model.checkpoint import TRAIN_STATE_FILE
     from urbanclip.model.config import load_config
-    from urbanclip.events import TqdmProgress
     from urbanclip.training.train import CONFIG_FILE, pretrain
 
     config = args.config

@@ -22,10 +22,10 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from urbanclip.data.embeddings import cached_embeddings
-    from urbanclip.evaluation.encoders import make_encoder, parse_opts
-    from urbanclip.errors import UserError
-    from urbanclip.search.index import SimilarityIndex, describe_matches
     from urbanclip.data.workspace import Workspace
+    from urbanclip.errors import UserError
+    from urbanclip.evaluation.encoders import make_encoder, parse_opts
+    from urbanclip.search.index import SimilarityIndex, describe_matches
 
     ws = Workspace.load(args.workspace)
     city = ws.cell(args.cell)["city"]

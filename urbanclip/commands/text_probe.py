@@ -52,9 +52,9 @@ def _text_tower(run: str, batch_size: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.data.workspace import Workspace
     from urbanclip.errors import UserError
     from urbanclip.evaluation.text_probe import TextProbeConfig, comparison_table, run_text_probe, scores_table
-    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]

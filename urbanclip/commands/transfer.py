@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from urbanclip.commands.probe import add_probe_options, probe_config
+from urbanclip.commands._options import add_probe_options, probe_config
 
 NAME = "transfer"
 HELP = "cross-city transfer of indicator probes (R² matrix per indicator, CSV + heatmap)"
@@ -20,33 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from urbanclip.data.embeddings import cached_embeddings
-    from urbanclip.evaluation.encoders import make_encoder, parse_opts
-    from urbanclip.evaluation.reports import RunLog, mean_offdiagonal, write_transfer
-    from urbanclip.evaluation.transfer import transfer_matrix
     from urbanclip.data.workspace import Workspace
+    from urbanclip.evaluation.encoders import parse_opts
+    from urbanclip.evaluation.transfer import run_transfer
 
-    ws = Workspace.load(args.workspace)
-    cfg = probe_config(args)
-    opts = parse_opts(args.opt)
-    log = RunLog(args.out)
-    log.start(f"transfer {args.encoder}", 2)
-    try:
-        enc = make_encoder(args.encoder, ws, **opts)
-        table = cached_embeddings(ws, enc)
-        log.step(1, 2)
-        cities = [c.strip() for c in args.cities.split(",")] if args.cities else None
-        res = transfer_matrix(ws, table, args.indicators, cfg, cities)
-    except BaseException as e:
-        log.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {"error": str(e)})
-        raise
-    paths = write_transfer(res.matrices, res.long_table(), args.out, method=enc.label,
-                           meta={"workspace": str(ws.root), "encoder_key": enc.key, "seeds": list(cfg.seeds)})
-    log.step(2, 2)
-    summary = {ind: mean_offdiagonal(m) for ind, m in res.matrices.items()}
-    log.end("completed", {"mean_offdiagonal_r2": summary, "report": str(paths["json"])})
+    cities = [c.strip() for c in args.cities.split(",")] if args.cities else None
+    res, paths = run_transfer(Workspace.load(args.workspace), args.encoder, args.out, probe_config(args),
+                              indicators=args.indicators, cities=cities, baseline_opts=parse_opts(args.opt))
     for ind, m in res.matrices.items():
-        print(f"\n{ind}: R² (rows = train city, columns = test city); mean off-diagonal {summary[ind]:.3f}")
+        print(f"\n{ind}: R² (rows = train city, columns = test city); mean off-diagonal {res.mean_offdiagonal[ind]:.3f}")
         print(m.round(3).to_string())
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace, atomic_write_bytes, atomic_write_json
+from urbanclip.errors import UserError
 
 CACHE_SUBDIR = "embeddings"
 

@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from urbanclip.errors import UserError, ValidationError
 from urbanclip.data.indicators import TARGET_TRANSFORM, IndicatorSpec, to_model_scale
 from urbanclip.data.splits import SPLITS, random_split
+from urbanclip.errors import UserError, ValidationError
 
 FORMAT = "urbanclip-workspace"
 VERSION = 1

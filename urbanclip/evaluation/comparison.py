@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from urbanclip.errors import UserError
-from urbanclip.evaluation.probe import ProbeConfig, fit_probes, parse_indicators, single_thread
-from urbanclip.evaluation.reports import MethodRow, RunLog, write_table2
 from urbanclip.data.splits import DEFAULT_BLOCK_SIZE, check_block_size, parse_splits, store_block_split
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
+from urbanclip.evaluation.probe import ProbeConfig, fit_probes, parse_indicators, single_thread
+from urbanclip.evaluation.reports import MethodRow, write_table2
+from urbanclip.events import ProgressTracker, tracker_for
 
 # imagenet-cnn: frozen ImageNet EfficientNet-Lite0, our stand-in for the paper's ImageNet ResNet-18
 # (the resnet18 row is randomly initialised and labelled so)
@@ -69,7 +70,7 @@ class CompareConfig:
             raise UserError(f"--run is only for model methods ({', '.join(MODEL_METHODS)}), got {bad[0]!r}")
 
 
-def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: RunLog,
+def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: ProgressTracker,
                same_config: dict[str, tuple[str, Path]] | None = None) -> tuple[Path, str]:
     """The run folder of a model method: given, already trained under OUT/runs, trained earlier in
     this comparison with an identical effective config (`same_config`), or trained now."""
@@ -117,7 +118,6 @@ def _model_run(ws: Workspace, method: str, out: Path, cfg: CompareConfig, log: R
 def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig | None = None,
                    bar: bool = False) -> tuple[list[MethodRow], dict[str, Path]]:
     """Train/embed every method, probe it, and write OUT/report.{json,csv,md}."""
-    from urbanclip.data.embeddings import cached_embeddings
     from urbanclip.evaluation.encoders import make_encoder
 
     cfg = cfg or CompareConfig()
@@ -127,7 +127,7 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
     if "block" in cfg.splits:
         store_block_split(ws, cfg.block_size)
     has_refined = "text_refined" in ws.cells.columns
-    log = RunLog(out, bar=bar, keys=[f"{n}_R2{split_suffix(s)}" for s in cfg.splits for n in names])
+    log = tracker_for(out, bar=bar, keys=[f"{n}_R2{split_suffix(s)}" for s in cfg.splits for n in names])
     log.start(f"compare {','.join(cfg.methods)}", len(cfg.methods))
     rows: list[MethodRow] = []
     same_config: dict[str, tuple[str, Path]] = {}  # training-config signature -> (method, run folder)
@@ -147,18 +147,9 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
                 log.message(f"{method}: training on the workspace's tiles")
                 enc = make_encoder(method, ws, **_opts_for(method, cfg.baseline_opts))
                 label = enc.label
-            with single_thread():  # our models' inference too, like the baselines (see probe.single_thread)
-                table = cached_embeddings(ws, enc)
-            values = {}
-            for split in cfg.splits:
-                t1 = time.time()
-                res = fit_probes(ws, table, names, cfg.probe, encoder_key=enc.key, split=split)
-                summ = res.summary()
-                rows.append(MethodRow(method, label, summ, notes=notes, encoder_key=enc.key,
-                                      seconds=time.time() - (t0 if split == cfg.splits[0] else t1),
-                                      counts=res.counts, split=split))
-                values.update({f"{n}_R2{split_suffix(split)}": summ[n]["R2"]["mean"] for n in names})
-            log.step(i, len(cfg.methods), **values)
+            new_rows, values = probe_encoder(ws, enc, method, label, names, cfg.probe, cfg.splits, notes=notes, t0=t0)
+            rows += new_rows
+            log.step(i, **values)
     except BaseException as e:
         log.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {"error": str(e), "done": len(rows)})
         if rows:  # keep what finished
@@ -167,6 +158,65 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
     paths = write_table2(rows, names, out, title=f"Indicator prediction on {ws.name}", meta=_meta(ws, cfg))
     log.end("completed", {"report": str(paths["json"]), "methods": len(rows)})
     return rows, paths
+
+
+def probe_encoder(ws: Workspace, enc: Any, method: str, label: str, names: Sequence[str], probe: ProbeConfig,
+                  splits: Sequence[str], notes: str = "", t0: float | None = None, heads_dir: Path | None = None
+                  ) -> tuple[list[MethodRow], dict[str, float]]:
+    """Embed with one frozen encoder (cached) and fit the probe on each split: one report row per split,
+    plus the R² values for the progress event. `heads_dir` keeps the fitted heads (heads[-<split>]/<encoder>)."""
+    from urbanclip.data.embeddings import cached_embeddings, safe_key
+
+    t0 = time.time() if t0 is None else t0
+    with single_thread():  # our models' inference too, like the baselines (see probe.single_thread)
+        table = cached_embeddings(ws, enc)
+    rows, values = [], {}
+    for split in splits:
+        t1 = time.time()
+        res = fit_probes(ws, table, names, probe, encoder_key=enc.key, split=split)
+        if heads_dir is not None:
+            res.heads.save(Path(heads_dir) / ("heads" if split == "random" else f"heads-{split}") / safe_key(enc.key))
+        summ = res.summary()
+        rows.append(MethodRow(method, label, summ, notes=notes, encoder_key=enc.key,
+                              seconds=time.time() - (t0 if split == splits[0] else t1), counts=res.counts, split=split))
+        values.update({f"{n}_R2{split_suffix(split)}": summ[n]["R2"]["mean"] for n in names})
+    return rows, values
+
+
+def run_probes(workspace: Workspace, specs: Sequence[str], out_dir: Path | str, probe: ProbeConfig,
+               indicators: str | Sequence[str] | None = None, splits: str | Sequence[str] = ("random", "block"),
+               block_size: int = DEFAULT_BLOCK_SIZE, baseline_opts: dict[str, Any] | None = None) -> dict[str, Path]:
+    """`probe`: one Table-2 report for frozen encoders given by spec (no pretraining), heads kept in OUT."""
+    from urbanclip.evaluation.encoders import make_encoder
+
+    ws, out = workspace, Path(out_dir)
+    names = parse_indicators(ws, indicators)
+    splits = parse_splits(splits)
+    block_size = check_block_size(block_size)
+    if "block" in splits:
+        store_block_split(ws, block_size)
+    log = tracker_for(out)
+    log.start(f"probe {' '.join(specs)}", len(specs))
+    rows: list[MethodRow] = []
+    try:
+        for i, spec in enumerate(specs, 1):
+            name = spec.partition(":")[0].lower()
+            enc = make_encoder(spec, ws, **((baseline_opts or {}) if name not in ("urbanclip", "urbanvit") else {}))
+            log.message(f"embedding with {enc.label}")
+            new_rows, values = probe_encoder(ws, enc, name, enc.label, names, probe, splits, heads_dir=out)
+            rows += new_rows
+            log.step(i, **values)
+    except BaseException as e:
+        log.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {"error": str(e)})
+        raise
+    paths = write_table2(rows, names, out, title=f"Indicator prediction on {ws.name}",
+                         meta={"workspace": str(ws.root), "fingerprint": ws.fingerprint(), "seeds": list(probe.seeds),
+                               "synthetic": ws.manifest.synthetic, "splits": split_meta(ws, splits, block_size),
+                               "drop_zero_targets": probe.drop_zero_targets,
+                               "intervals": {"level": probe.interval, "ensemble": probe.ensemble,
+                                             "calibration": "split-conformal on the val split"}})
+    log.end("completed", {"report": str(paths["json"])})
+    return paths
 
 
 def _opts_for(method: str, opts: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
 
 
 class Encoder(Protocol):

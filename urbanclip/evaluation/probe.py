@@ -31,12 +31,12 @@ from typing import Sequence
 
 import numpy as np
 
-from urbanclip.errors import UserError
 from urbanclip.data.indicators import from_model_scale
-from urbanclip.evaluation.metrics import METRICS, mean_std, regression_metrics
 from urbanclip.data.splits import split_column
-from urbanclip.evaluation.uncertainty import DEFAULT_LEVEL, Calibration, calibrate, check_level, coverage
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
+from urbanclip.evaluation.metrics import METRICS, mean_std, regression_metrics
+from urbanclip.evaluation.uncertainty import DEFAULT_LEVEL, Calibration, calibrate, check_level, coverage
 
 HEADS_FILE = "probe_heads.pt"
 META_FILE = "probe_heads.json"

@@ -11,24 +11,20 @@ Transfer: one train-city x test-city R² matrix per indicator, as JSON
 ({"transfer": {indicator: {train_city: {test_city: r2}}}}), a long CSV
 (indicator, train_city, test_city, r2, ...) and a plotly heatmap (HTML; PNG
 only when kaleido is installed).
-
-`RunLog` appends the shared `metrics.jsonl` events so the app's Train page can
-follow probe / compare / transfer runs like any other run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from urbanclip.evaluation.metrics import METRICS
 from urbanclip.data.workspace import atomic_write_bytes, atomic_write_json
+from urbanclip.evaluation.metrics import METRICS
 
 METRIC_LABELS = {"R2": "R²", "RMSE": "RMSE", "MAE": "MAE"}
 SPLIT_LABELS = {"random": "random", "block": "spatial block"}
@@ -249,45 +245,3 @@ def mean_offdiagonal(m: pd.DataFrame) -> float:
     """Mean R² over ordered pairs of different cities (the paper's transfer summary)."""
     vals = [float(m.loc[a, b]) for a in m.index for b in m.columns if a != b]
     return float(sum(vals) / len(vals)) if vals else float("nan")
-
-
-# ---------------------------------------------------------------------------------
-# run log (metrics.jsonl, shared event schema of urbanclip.events)
-
-
-class RunLog:
-    """Start / step / message / end events to RUN/metrics.jsonl (+ a terminal progress bar)."""
-
-    def __init__(self, run_dir: Path | str | None, bar: bool = False, keys: Sequence[str] = ()):
-        from urbanclip.events import JsonlLogger, TqdmProgress
-
-        self.callbacks: list = []
-        if run_dir:
-            self.callbacks.append(JsonlLogger(run_dir))
-        if bar:
-            self.callbacks.append(TqdmProgress(keys))
-        self.t0 = time.time()
-
-    def _emit(self, event: str, **data: Any) -> None:
-        from urbanclip.events import ProgressEvent
-
-        ev = ProgressEvent(event, data)
-        for cb in self.callbacks:
-            cb(ev)
-
-    def start(self, command: str, total_steps: int) -> None:
-        self.t0 = time.time()
-        self._emit("start", command=command, total_steps=int(total_steps))
-
-    def step(self, step: int, total_steps: int, **values: float) -> None:
-        el = time.time() - self.t0
-        rate = step / el if el > 0 else 0.0
-        eta = (total_steps - step) / rate if rate > 0 else None
-        self._emit("step", step=int(step), total_steps=int(total_steps), epoch=0, eta_s=eta, items_per_s=rate,
-                   **{k: float(v) for k, v in values.items()})
-
-    def message(self, text: str) -> None:
-        self._emit("message", text=text)
-
-    def end(self, status: str, summary: dict | None = None) -> None:
-        self._emit("end", status=status, summary=summary or {})

@@ -23,9 +23,9 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from urbanclip.errors import UserError
 from urbanclip.data.splits import random_split
 from urbanclip.data.workspace import Workspace, split_sentences
+from urbanclip.errors import UserError
 
 EncodeTexts = Callable[[list[str]], np.ndarray]
 

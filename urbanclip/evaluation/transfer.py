@@ -8,22 +8,23 @@ diagonal is the ordinary within-city probe. R² is averaged over the probe seeds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 from urbanclip.evaluation.metrics import regression_metrics
 from urbanclip.evaluation.probe import ProbeConfig, fit_head, known_targets, parse_indicators, split_indices
-from urbanclip.data.workspace import Workspace
 
 
 @dataclass
 class TransferResult:
     matrices: dict[str, pd.DataFrame]   # indicator -> train city x test city mean R²
     records: pd.DataFrame               # long, per seed: indicator, train_city, test_city, seed, r2, rmse, mae, n_train, n_test
+    mean_offdiagonal: dict[str, float] = field(default_factory=dict)  # indicator -> mean R² over pairs of different cities
 
     def long_table(self) -> pd.DataFrame:
         """One row per (indicator, train city, test city): mean over seeds (r2, rmse, mae) and r2_std."""
@@ -71,3 +72,31 @@ def transfer_matrix(workspace: Workspace, table, indicators: str | Sequence[str]
     matrices = {ind: sub.pivot(index="train_city", columns="test_city", values="r2").loc[cities, cities]
                 for ind, sub in mean.groupby("indicator", sort=False)}
     return TransferResult({n: matrices[n] for n in names}, records)
+
+
+def run_transfer(workspace: Workspace, spec: str, out_dir, cfg: ProbeConfig, indicators: str | Sequence[str] | None = None,
+                 cities: Sequence[str] | None = None, baseline_opts: dict | None = None):
+    """`transfer`: embed with the encoder `spec`, fill the matrices, write the report (JSON, CSV, heatmaps).
+
+    Returns (TransferResult with `mean_offdiagonal` set, paths written)."""
+    from urbanclip.data.embeddings import cached_embeddings
+    from urbanclip.evaluation.encoders import make_encoder
+    from urbanclip.evaluation.reports import mean_offdiagonal, write_transfer
+    from urbanclip.events import tracker_for
+
+    log = tracker_for(out_dir)
+    log.start(f"transfer {spec}", 2)
+    try:
+        enc = make_encoder(spec, workspace, **(baseline_opts or {}))
+        table = cached_embeddings(workspace, enc)
+        log.step(1)
+        res = transfer_matrix(workspace, table, indicators, cfg, cities)
+    except BaseException as e:
+        log.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {"error": str(e)})
+        raise
+    paths = write_transfer(res.matrices, res.long_table(), out_dir, method=enc.label,
+                           meta={"workspace": str(workspace.root), "encoder_key": enc.key, "seeds": list(cfg.seeds)})
+    log.step(2)
+    res.mean_offdiagonal = {ind: mean_offdiagonal(m) for ind, m in res.matrices.items()}
+    log.end("completed", {"mean_offdiagonal_r2": res.mean_offdiagonal, "report": str(paths["json"])})
+    return res, paths

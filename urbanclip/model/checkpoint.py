@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from urbanclip import __version__
-from urbanclip.model.config import ModelConfig, TrainConfig
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import atomic_write_bytes
+from urbanclip.errors import UserError
+from urbanclip.model.config import ModelConfig, TrainConfig
 
 FORMAT = "urbanclip-checkpoint"
 VERSION = 1

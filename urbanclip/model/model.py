@@ -19,8 +19,8 @@ from einops import rearrange, repeat
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from urbanclip.model.config import ModelConfig
 from urbanclip.errors import UserError
+from urbanclip.model.config import ModelConfig
 from urbanclip.model.losses import INIT_LOGIT_SCALE, CoCaOutput
 from urbanclip.model.tokenizer import UrbanTokenizer
 

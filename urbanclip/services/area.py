@@ -42,11 +42,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from urbanclip.errors import UserError
-from urbanclip.text.faithfulness import (GroundingConfig, encode_sentences, grounding_scores, normalise_caption,
-                                    reference_rows)
-from urbanclip.services.context import AppContext
 from urbanclip.data.workspace import split_sentences
+from urbanclip.errors import UserError
+from urbanclip.services.context import AppContext
+from urbanclip.text.faithfulness import (
+    GroundingConfig,
+    encode_sentences,
+    grounding_scores,
+    normalise_caption,
+    reference_rows,
+)
 
 SELECTION_RULE = "centre within"
 POLYGON_TYPES = ("Polygon", "MultiPolygon")

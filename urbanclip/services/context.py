@@ -18,8 +18,8 @@ from typing import Any, Callable
 import numpy as np
 
 from urbanclip import paths
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
 
 WORKSPACE_ENV = "URBANCLIP_WORKSPACE"
 MODEL_ENV = "URBANCLIP_MODEL"

@@ -30,9 +30,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from urbanclip.data.workspace import CRS, atomic_write_bytes, split_sentences
 from urbanclip.errors import UserError
 from urbanclip.services.context import AppContext
-from urbanclip.data.workspace import CRS, atomic_write_bytes, split_sentences
 
 # format -> (file suffix, MIME type)
 FORMATS: dict[str, tuple[str, str]] = {

@@ -25,8 +25,8 @@ from branca.colormap import LinearColormap
 from PIL import Image
 
 from urbanclip import paths
-from urbanclip.errors import UserError
 from urbanclip.data.indicators import to_model_scale
+from urbanclip.errors import UserError
 from urbanclip.services.context import AppContext
 from urbanclip.services.profile import format_value
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanclip.errors import UserError
-from urbanclip.text.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
-from urbanclip.services.context import AppContext
 from urbanclip.data.workspace import split_sentences
+from urbanclip.errors import UserError
+from urbanclip.services.context import AppContext
+from urbanclip.text.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
 
 GROUNDING = GroundingConfig()  # side panel: 256 random tiles of the city, flag below the 50th percentile
 

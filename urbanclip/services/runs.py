@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from urbanclip import paths
-from urbanclip.errors import UserError
-from urbanclip.services.context import active_model_file
 from urbanclip.data.workspace import atomic_write_json
-
-from urbanclip.services.supervisor import LOCK, METRICS, RUN_JSON  # noqa: E402  (one definition of the files)
+from urbanclip.errors import UserError
+from urbanclip.events import read_events
+from urbanclip.services.context import active_model_file
+from urbanclip.services.supervisor import LOCK, METRICS, RUN_JSON
 
 LOG = "run.log"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
@@ -109,13 +109,6 @@ def write_pretrain_config(out_dir: Path | str, **train_overrides) -> Path:
     return path
 
 
-def available_commands() -> list[str]:
-    """CLI subcommands installed right now (`python -m urbanclip <name>`)."""
-    from urbanclip.cli import _command_modules
-
-    return [m.NAME for m in _command_modules()]
-
-
 def launch_run(command: str, args: list[str], out_dir: Path | str) -> Path:
     """Start `python -m urbanclip <command> *args --out out_dir` in the background.
 
@@ -170,25 +163,6 @@ def cancel_run(run_dir: Path | str) -> bool:
 
 # ---------------------------------------------------------------------------------
 # reading progress
-
-
-def read_events(run_dir: Path | str) -> list[dict]:
-    """Events of RUN/metrics.jsonl; a partial last line (being written) is skipped."""
-    f = Path(run_dir) / METRICS
-    if not f.is_file():
-        return []
-    events = []
-    for line in f.read_text("utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(ev, dict):
-            events.append(ev)
-    return events
 
 
 @dataclass

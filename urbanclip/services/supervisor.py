@@ -4,8 +4,8 @@ Started by `runs.launch_argv` in its own session (it leads the process group).
 It runs CMD, forwards SIGTERM (cancel) to it, and when CMD exits it records the
 exit in RUN/run.json, appends an `end` event to RUN/metrics.jsonl if the command
 died without writing one (crash, kill), and removes RUN/.lock, so the app always
-sees a final state. Standard library only: it must start (and install its
-SIGTERM handler) in milliseconds.
+sees a final state. Standard library only (urbanclip.events is too): it must start (and
+install its SIGTERM handler) in milliseconds.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from urbanclip.events import METRICS_FILE as METRICS
+
 LOCK = ".lock"
 RUN_JSON = "run.json"
-METRICS = "metrics.jsonl"
 
 
 def last_event(run_dir: Path) -> dict | None:

@@ -38,8 +38,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace, atomic_write_bytes, atomic_write_json, split_sentences
+from urbanclip.errors import UserError
 
 GENERATED = "generated"
 _SPACE = re.compile(r"\s+")

@@ -27,17 +27,17 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from urbanclip.data.workspace import Workspace, atomic_write_json
+from urbanclip.errors import UserError
+from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
 from urbanclip.model import checkpoint as ckptmod
 from urbanclip.model.config import ModelConfig, TrainConfig, save_config
+from urbanclip.model.losses import CoCaLoss, TwoViewLoss
+from urbanclip.model.model import UrbanCLIP
+from urbanclip.model.tokenizer import UrbanTokenizer
 from urbanclip.model.transforms import augment, normalise
 from urbanclip.training.dataset import TileDataset, TileSet, load_tiles, pick_texts, step_generator
 from urbanclip.training.distributed import DistEnv, autocast, barrier, init_distributed, shutdown
-from urbanclip.errors import UserError
-from urbanclip.model.losses import CoCaLoss, LossOutput, TwoViewLoss
-from urbanclip.model.model import UrbanCLIP
-from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
-from urbanclip.model.tokenizer import UrbanTokenizer
-from urbanclip.data.workspace import Workspace, atomic_write_json
 
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"

@@ -21,10 +21,10 @@ from urbanclip.data.demo.captions import describe
 from urbanclip.data.demo.indicators import indicators_for
 from urbanclip.data.demo.landuse import CLASSES, PROFILES, make_field
 from urbanclip.data.demo.render import cell_stats, cut_tiles, render_city
-from urbanclip.errors import UserError
 from urbanclip.data.grid import square_grid
 from urbanclip.data.indicators import STANDARD
 from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
+from urbanclip.errors import UserError
 
 CELL_SIZE_M = 1000.0
 GENERATOR = "urbanclip.demo"

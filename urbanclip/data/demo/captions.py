@@ -13,8 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from urbanclip.data.demo.landuse import (COMMERCIAL, DENSE_RESIDENTIAL, FARMLAND, INDUSTRIAL, PARK, SUBURBAN, WATER,
-                                    CityProfile)
+from urbanclip.data.demo.landuse import (
+    COMMERCIAL,
+    DENSE_RESIDENTIAL,
+    FARMLAND,
+    INDUSTRIAL,
+    PARK,
+    SUBURBAN,
+    WATER,
+    CityProfile,
+)
 from urbanclip.data.demo.render import CellStats
 
 # Words a correct description of each class mentions (used to score generated captions).

@@ -15,7 +15,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from urbanclip.data.demo.landuse import COMMERCIAL, DENSE_RESIDENTIAL, FARMLAND, INDUSTRIAL, PARK, SUBURBAN, WATER, CityProfile
+from urbanclip.data.demo.landuse import (
+    COMMERCIAL,
+    DENSE_RESIDENTIAL,
+    FARMLAND,
+    INDUSTRIAL,
+    PARK,
+    SUBURBAN,
+    WATER,
+    CityProfile,
+)
 from urbanclip.data.demo.render import CellStats
 
 # typical level per fully covered ~1 km² cell: (persons, million yuan, ton CO2)

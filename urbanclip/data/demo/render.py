@@ -24,8 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import uniform_filter, zoom
 
-from urbanclip.data.demo.landuse import (BLOCKS_PER_CELL, CLASSES, CODE, COMMERCIAL, DENSE_RESIDENTIAL, FARMLAND,
-                                    INDUSTRIAL, PAD_BLOCKS, PARK, SUBURBAN, WATER, CityField)
+from urbanclip.data.demo.landuse import (
+    BLOCKS_PER_CELL,
+    CLASSES,
+    CODE,
+    COMMERCIAL,
+    DENSE_RESIDENTIAL,
+    FARMLAND,
+    INDUSTRIAL,
+    PAD_BLOCKS,
+    PARK,
+    SUBURBAN,
+    WATER,
+    CityField,
+)
 
 f32 = np.float32
 KMAX = 4  # largest building sub-grid per block (houses: 4x4 lots)

@@ -41,15 +41,16 @@ from pyproj import Geod
 from rasterio.enums import Resampling
 from rasterio.transform import from_bounds, from_origin
 from rasterio.warp import reproject, transform, transform_bounds
-from rasterio.windows import Window, from_bounds as window_from_bounds
+from rasterio.windows import Window
+from rasterio.windows import from_bounds as window_from_bounds
 from shapely.geometry import box
 from tqdm import tqdm
 
-from urbanclip.errors import UserError
 from urbanclip.data.grid import square_grid, utm_crs_for
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD, IndicatorSpec
 from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder
+from urbanclip.errors import UserError
 
 _GEOD = Geod(ellps="WGS84")
 

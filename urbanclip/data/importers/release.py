@@ -35,11 +35,11 @@ import pandas as pd
 import shapely
 from PIL import Image
 
-from urbanclip.errors import UserError
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD
 from urbanclip.data.tiles import baidu_tile_size_mc, bd09_to_gcj02, bd09mc_to_bd09, bd09mc_to_wgs84, gcj02_to_wgs84
 from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
+from urbanclip.errors import UserError
 
 NAME_COL = "satellite_img_name"
 BD09_COL = "BD09 coordinate"

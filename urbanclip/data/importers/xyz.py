@@ -34,12 +34,12 @@ from rasterio.windows import from_bounds as window_from_bounds
 from tqdm import tqdm
 
 from urbanclip import __version__
-from urbanclip.errors import UserError
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.importers.geotiff import CutConfig, aggregate_raster, cut_mosaic, indicator_specs
-from urbanclip.paths import tile_cache_dir
 from urbanclip.data.tiles import ground_resolution_m, tile_bounds_mercator, tiles_for_bbox
 from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder
+from urbanclip.errors import UserError
+from urbanclip.paths import tile_cache_dir
 
 DEFAULT_TEMPLATE = "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
 ESRI_ATTRIBUTION = "Esri World Imagery: Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community"

@@ -10,9 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from urbanclip.evaluation.baselines.common import (BaselineConfig, few_threads, ConvEncoder, StepCallback, augment, embed_in_batches,
-                                        finite_or_raise, fit_subset, load_pixels, seed_everything)
 from urbanclip.data.workspace import Workspace
+from urbanclip.evaluation.baselines.common import (
+    BaselineConfig,
+    ConvEncoder,
+    StepCallback,
+    augment,
+    embed_in_batches,
+    few_threads,
+    finite_or_raise,
+    fit_subset,
+    load_pixels,
+    seed_everything,
+)
 
 
 @dataclass

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
 from urbanclip.model.losses import contrastive_loss
 
 # (step, total_steps, loss) -> None; used by the compare command's progress bar

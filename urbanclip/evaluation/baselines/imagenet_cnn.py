@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from urbanclip.evaluation.baselines.common import BaselineConfig, StepCallback, few_threads, load_pixels
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
+from urbanclip.evaluation.baselines.common import BaselineConfig, StepCallback, few_threads, load_pixels
 
 ARCH = "efficientnet-lite0"
 FEATURES = 1280  # channels of the last conv layer (extract_features: [B, 1280, S/32, S/32])

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from urbanclip.evaluation.baselines.common import BaselineConfig, StepCallback, few_threads, fit_subset, load_pixels
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
+from urbanclip.evaluation.baselines.common import BaselineConfig, StepCallback, few_threads, fit_subset, load_pixels
 
 
 @dataclass

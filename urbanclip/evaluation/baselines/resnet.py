@@ -12,9 +12,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from urbanclip.evaluation.baselines.common import BaselineConfig, few_threads, StepCallback, embed_in_batches, fit_subset, load_pixels, seed_everything
-from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace
+from urbanclip.errors import UserError
+from urbanclip.evaluation.baselines.common import (
+    BaselineConfig,
+    StepCallback,
+    embed_in_batches,
+    few_threads,
+    fit_subset,
+    load_pixels,
+    seed_everything,
+)
 
 
 @dataclass

@@ -9,9 +9,17 @@ from typing import Sequence
 
 import numpy as np
 
-from urbanclip.evaluation.baselines.common import (BaselineConfig, few_threads, StepCallback, embed_in_batches, fit_subset, grid_neighbours,
-                                        load_pixels, train_pairs)
 from urbanclip.data.workspace import Workspace
+from urbanclip.evaluation.baselines.common import (
+    BaselineConfig,
+    StepCallback,
+    embed_in_batches,
+    few_threads,
+    fit_subset,
+    grid_neighbours,
+    load_pixels,
+    train_pairs,
+)
 
 
 @dataclass

@@ -12,9 +12,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from urbanclip.evaluation.baselines.common import (BaselineConfig, few_threads, StepCallback, embed_in_batches, fit_subset, load_pixels,
-                                        text_neighbours, train_pairs)
 from urbanclip.data.workspace import Workspace, split_sentences
+from urbanclip.evaluation.baselines.common import (
+    BaselineConfig,
+    StepCallback,
+    embed_in_batches,
+    few_threads,
+    fit_subset,
+    load_pixels,
+    text_neighbours,
+    train_pairs,
+)
 
 
 @dataclass

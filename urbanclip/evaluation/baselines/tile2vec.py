@@ -8,9 +8,18 @@ from typing import Sequence
 
 import numpy as np
 
-from urbanclip.evaluation.baselines.common import (BaselineConfig, few_threads, StepCallback, distant_sampler, embed_in_batches, fit_subset,
-                                        grid_neighbours, load_pixels, train_triplets)
 from urbanclip.data.workspace import Workspace
+from urbanclip.evaluation.baselines.common import (
+    BaselineConfig,
+    StepCallback,
+    distant_sampler,
+    embed_in_batches,
+    few_threads,
+    fit_subset,
+    grid_neighbours,
+    load_pixels,
+    train_triplets,
+)
 
 
 @dataclass

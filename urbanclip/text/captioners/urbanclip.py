@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from urbanclip.text.captioners.base import Captioner, split_generated
 from urbanclip.errors import UserError
+from urbanclip.text.captioners.base import Captioner, split_generated
 
 
 @dataclass
