@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from urbanclip.data.splits import SPLITS, block_ids, block_split, parse_splits, split_column, store_block_split
+from urbanclip.data.splits import SPLITS, block_ids, block_split, parse_splits
 from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 from urbanclip.evaluation.probe import ProbeConfig, fit_probes
@@ -83,17 +83,17 @@ def test_stored_in_the_workspace_and_reused(tiny_workspace_copy):
     ws = Workspace.load(tiny_workspace_copy)
     fp = ws.fingerprint()
     with pytest.raises(UserError, match="no 'split_block' column"):
-        split_column(ws, "block")
-    col = store_block_split(ws, block_size=3)
+        ws.split_column("block")
+    col = ws.store_block_split(block_size=3)
     again = Workspace.load(tiny_workspace_copy)
     assert col == "split_block" and (again.cells[col] == ws.cells[col]).all()
     assert again.manifest.extra["split_block"]["block_size"] == 3
     assert "block_split(block_size=3" in again.manifest.provenance["split_block"]
     assert again.fingerprint() == fp  # the split is not content: cached embeddings stay valid
     mtime = (tiny_workspace_copy / "cells.parquet").stat().st_mtime_ns
-    store_block_split(again, block_size=3)  # same parameters: nothing rewritten
+    again.store_block_split(block_size=3)  # same parameters: nothing rewritten
     assert (tiny_workspace_copy / "cells.parquet").stat().st_mtime_ns == mtime
-    store_block_split(again, block_size=2)
+    again.store_block_split(block_size=2)
     assert Workspace.load(tiny_workspace_copy).manifest.extra["split_block"]["block_size"] == 2
 
 
@@ -108,7 +108,7 @@ def _table(ws, seed=0):
 
 def test_probe_scores_on_the_block_split(tiny_workspace_copy):
     ws = Workspace.load(tiny_workspace_copy)
-    store_block_split(ws, block_size=4)
+    ws.store_block_split(block_size=4)
     res = fit_probes(ws, _table(ws), "population", FAST, split="block")
     block = dict(zip(ws.cells["cell_id"], ws.cells["split_block"]))
     assert res.split == "block" and res.heads.split == "block"

@@ -29,7 +29,7 @@ def _brute(v, cities, q, k, keep):
     not faiss_available(), reason="faiss not installed"))])
 def test_top_k_matches_brute_force(backend):
     v, ids, cities = _data()
-    idx = SimilarityIndex(v, ids, cities, backend=backend)
+    idx = SimilarityIndex(v, ids, cities, backend=backend, center=False)
     rng = np.random.default_rng(5)
     for _ in range(10):
         q = rng.normal(size=16)
@@ -44,7 +44,7 @@ def test_top_k_matches_brute_force(backend):
 
 def test_scores_are_cosine_and_per_city_top_k():
     v, ids, cities = _data(60)
-    idx = SimilarityIndex(v * 7.0, ids, cities, backend="numpy")  # scale must not matter
+    idx = SimilarityIndex(v * 7.0, ids, cities, backend="numpy", center=False)  # scale must not matter
     q = v[3]
     s = idx.scores(q)
     vn = v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -84,7 +84,7 @@ def test_centred_index_spreads_a_narrow_cone_and_keeps_the_ranking_exact():
     common = rng.normal(size=16)
     v = (common * 20 + rng.normal(size=(60, 16))).astype(np.float32)  # every plain cosine is ~1
     ids, cities = [f"c{i}" for i in range(60)], ["A"] * 30 + ["B"] * 30
-    plain = SimilarityIndex(v, ids, cities, backend="numpy")
+    plain = SimilarityIndex(v, ids, cities, backend="numpy", center=False)
     centred = SimilarityIndex(v, ids, cities, backend="numpy", center=True)
     assert plain.scores(v[0]).min() > 0.95
     s = centred.scores(v[0])
@@ -94,3 +94,26 @@ def test_centred_index_spreads_a_narrow_cone_and_keeps_the_ranking_exact():
     c /= np.linalg.norm(c, axis=1, keepdims=True)
     brute = [ids[i] for i in np.argsort(-(c[30:] @ c[0]))[:5] + 30]
     assert [m.cell_id for m in centred.top_k(v[0], k=5, exclude_city="A")] == brute
+
+
+def test_the_policy_is_centred_cosine_for_cells_and_uncentred_text_queries():
+    """One policy everywhere: cells are unit vectors minus their mean, renormalised."""
+    rng = np.random.default_rng(1)
+    cone = rng.normal(size=16) * 10  # every vector shares this direction: raw cosine ~1 for every pair
+    v = (cone + rng.normal(size=(40, 16))).astype(np.float32)
+    ids, cities = [f"c{i}" for i in range(40)], ["A"] * 20 + ["B"] * 20
+    idx = SimilarityIndex(v, ids, cities, backend="numpy")
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    centred = unit - unit.mean(axis=0)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    assert np.allclose(idx.vectors, centred, atol=1e-5)
+    assert np.allclose(idx.scores(v[0]), centred @ centred[0], atol=1e-5)
+    raw = SimilarityIndex(v, ids, cities, backend="numpy", center=False).scores(v[0])
+    assert np.sort(raw)[-2] > 0.9 and np.sort(idx.scores(v[0]))[-2] < np.sort(raw)[-2]  # centring spreads scores
+    t = rng.normal(size=16).astype(np.float32)
+    assert np.allclose(idx.text_scores(t), centred @ (t / np.linalg.norm(t)), atol=1e-5)
+    a, b, score = idx.best_in_city("A", "B")
+    assert list(a) == list(range(20)) and all(20 <= j < 40 for j in b)
+    assert np.allclose(score, (centred[:20] @ centred[20:].T).max(axis=1), atol=1e-5)
+    with pytest.raises(UserError, match="no embedded cells"):
+        idx.best_in_city("A", "Nowhere")

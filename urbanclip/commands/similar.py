@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     table = cached_embeddings(ws, enc)
     if args.cell not in set(table.cell_ids):
         raise UserError(f"cell {args.cell!r} has no image, so it has no embedding to compare")
-    city_of = dict(zip(ws.cells["cell_id"], ws.cells["city"]))
-    index = SimilarityIndex(table.vectors, table.cell_ids, [city_of[c] for c in table.cell_ids])
+    index = SimilarityIndex.for_table(table, ws)
     q = table.vectors[table.rows([args.cell])[0]]
     if args.per_city:
         groups = index.top_k_per_city(q, args.k, exclude_city=None if args.same_city else city)

@@ -12,14 +12,11 @@ honest estimate of how a probe does on unseen neighbourhoods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from urbanclip.errors import UserError
-
-if TYPE_CHECKING:  # workspace imports this module; no import cycle at run time
-    from urbanclip.data.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -107,41 +104,3 @@ def block_split(cities: Sequence, rows: Sequence[int], cols: Sequence[int], bloc
     label_of_block[order[n_train:n_trval]] = "val"
     label_of_block[order[n_trval:]] = "test"
     return label_of_block[inverse]
-
-
-def store_block_split(workspace: "Workspace", block_size: int = DEFAULT_BLOCK_SIZE, seed: int | None = None,
-                      save: bool = True) -> str:
-    """Make sure the workspace's `split_block` column holds the block split for (block_size, seed).
-
-    Reused when already stored with the same parameters; otherwise computed, recorded in
-    the manifest (extra["split_block"] and provenance) and saved, so every method that asks
-    for the same block size scores on the same cells. seed None = the manifest's split seed.
-    Returns the column name.
-    """
-    k = check_block_size(block_size)
-    seed = workspace.manifest.split_seed if seed is None else int(seed)
-    col = SPLIT_COLUMNS["block"]
-    params = {"block_size": k, "seed": seed, "fractions": list(DEFAULT_FRACTIONS)}
-    if col in workspace.cells.columns and workspace.manifest.extra.get(col) == params:
-        return col
-    cells = workspace.cells
-    labels = block_split(cells["city"].to_numpy(), cells["row"].to_numpy(), cells["col"].to_numpy(), k, seed)
-    workspace.set_column(col, labels.astype(str), f"urbanclip.data.splits.block_split(block_size={k}, seed={seed})")
-    workspace.manifest.extra[col] = params
-    if save:
-        workspace.save()
-    return col
-
-
-def split_column(workspace: "Workspace", split: str) -> str:
-    """The workspace column of a split name, with a clear error when it was never stored."""
-    if split not in SPLIT_COLUMNS:
-        raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLIT_COLUMNS)}")
-    col = SPLIT_COLUMNS[split]
-    if col not in workspace.cells.columns:
-        raise UserError(f"workspace {workspace.root} has no {col!r} column; store the block split first "
-                        "(`python -m urbanclip probe ... --splits random,block` does, or urbanclip.data.splits.store_block_split)")
-    bad = sorted(set(workspace.cells[col].astype(str)) - set(SPLITS))
-    if bad:
-        raise UserError(f"workspace column {col!r} must hold {SPLITS}, found {bad[0]!r}; recompute it with store_block_split")
-    return col

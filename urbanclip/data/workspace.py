@@ -42,7 +42,15 @@ import pandas as pd
 from PIL import Image
 
 from urbanclip.data.indicators import TARGET_TRANSFORM, IndicatorSpec, to_model_scale
-from urbanclip.data.splits import SPLITS, random_split
+from urbanclip.data.splits import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_FRACTIONS,
+    SPLIT_COLUMNS,
+    SPLITS,
+    block_split,
+    check_block_size,
+    random_split,
+)
 from urbanclip.errors import UserError, ValidationError
 
 FORMAT = "urbanclip-workspace"
@@ -409,6 +417,45 @@ class Workspace:
             raise UserError(f"column {name!r} cannot be overwritten")
         self.cells[name] = values
         self.manifest.provenance[name] = provenance
+
+    # -- stored splits (urbanclip.data.splits) -------------------------------------
+    def store_block_split(self, block_size: int = DEFAULT_BLOCK_SIZE, seed: int | None = None,
+                          save: bool = True) -> str:
+        """Make sure the `split_block` column holds the block split for (block_size, seed).
+
+        Reused when already stored with the same parameters; otherwise computed, recorded in
+        the manifest (extra["split_block"] and provenance) and saved, so every method that asks
+        for the same block size scores on the same cells. seed None = the manifest's split seed.
+        Returns the column name.
+        """
+        k = check_block_size(block_size)
+        seed = self.manifest.split_seed if seed is None else int(seed)
+        col = SPLIT_COLUMNS["block"]
+        params = {"block_size": k, "seed": seed, "fractions": list(DEFAULT_FRACTIONS)}
+        if col in self.cells.columns and self.manifest.extra.get(col) == params:
+            return col
+        cells = self.cells
+        labels = block_split(cells["city"].to_numpy(), cells["row"].to_numpy(), cells["col"].to_numpy(), k, seed)
+        self.set_column(col, labels.astype(str), f"urbanclip.data.splits.block_split(block_size={k}, seed={seed})")
+        self.manifest.extra[col] = params
+        if save:
+            self.save()
+        return col
+
+    def split_column(self, split: str) -> str:
+        """The column of a split name, with a clear error when it was never stored."""
+        if split not in SPLIT_COLUMNS:
+            raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLIT_COLUMNS)}")
+        col = SPLIT_COLUMNS[split]
+        if col not in self.cells.columns:
+            raise UserError(f"workspace {self.root} has no {col!r} column; store the block split first "
+                            "(`python -m urbanclip probe ... --splits random,block` does, or "
+                            "Workspace.store_block_split)")
+        bad = sorted(set(self.cells[col].astype(str)) - set(SPLITS))
+        if bad:
+            raise UserError(f"workspace column {col!r} must hold {SPLITS}, found {bad[0]!r}; recompute it with "
+                            "Workspace.store_block_split")
+        return col
 
     # -- lookups ------------------------------------------------------------------
     @property

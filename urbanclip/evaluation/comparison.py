@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from urbanclip.data.splits import DEFAULT_BLOCK_SIZE, check_block_size, parse_splits, store_block_split
+from urbanclip.data.splits import DEFAULT_BLOCK_SIZE, check_block_size, parse_splits
 from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 from urbanclip.evaluation.probe import ProbeConfig, fit_probes, parse_indicators, single_thread
@@ -125,7 +125,7 @@ def run_comparison(workspace: Workspace, out_dir: Path | str, cfg: CompareConfig
     out = Path(out_dir)
     names = parse_indicators(ws, cfg.indicators)
     if "block" in cfg.splits:
-        store_block_split(ws, cfg.block_size)
+        ws.store_block_split(cfg.block_size)
     has_refined = "text_refined" in ws.cells.columns
     log = tracker_for(out, bar=bar, keys=[f"{n}_R2{split_suffix(s)}" for s in cfg.splits for n in names])
     log.start(f"compare {','.join(cfg.methods)}", len(cfg.methods))
@@ -194,7 +194,7 @@ def run_probes(workspace: Workspace, specs: Sequence[str], out_dir: Path | str, 
     splits = parse_splits(splits)
     block_size = check_block_size(block_size)
     if "block" in splits:
-        store_block_split(ws, block_size)
+        ws.store_block_split(block_size)
     log = tracker_for(out)
     log.start(f"probe {' '.join(specs)}", len(specs))
     rows: list[MethodRow] = []

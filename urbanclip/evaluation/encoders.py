@@ -17,7 +17,6 @@ Options (`**opts`) override fields of the baseline's config dataclass, e.g.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
+from urbanclip.model.inference import MODEL_KINDS, ModelImageEncoder, checkpoint_stamp  # noqa: F401  (re-exported)
 
 
 class Encoder(Protocol):
@@ -34,7 +34,6 @@ class Encoder(Protocol):
     def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray: ...
 
 
-MODEL_KINDS = {"urbanclip": "UrbanCLIP", "urbanvit": "UrbanViT"}
 
 
 def _baselines() -> dict[str, tuple[Callable[..., Any], type]]:
@@ -104,60 +103,6 @@ def make_encoder(spec: str, workspace: Workspace | None = None, **opts: Any) -> 
             raise UserError(f"encoder {name!r} takes no ':' argument (got {spec!r}); pass options instead")
         opts = {**opts, "weights": arg}
     return enc_cls(_config(cfg_cls, name, opts))
-
-
-# ---------------------------------------------------------------------------------
-# our model's image tower
-
-
-def checkpoint_stamp(path: Path) -> str:
-    """Hash of the checkpoint file a run resolves to (path, size, mtime): the cache-key part
-    that changes whenever the weights do."""
-    from urbanclip.model.checkpoint import resolve
-
-    file = resolve(path).resolve()  # UserError when missing
-    st = file.stat()
-    return hashlib.sha256(f"{file}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-
-
-class ModelImageEncoder:
-    """`UrbanCLIP.encode_image` of a saved run (UrbanCLIP or UrbanViT), with the model's own eval transform."""
-
-    def __init__(self, path: Path, kind: str = "urbanclip", batch_size: int = 64, model: Any = None):
-        self.path = Path(path)
-        self.kind = kind
-        self.batch_size = int(batch_size)
-        self._model = model
-        self.key = f"{kind}-{self.path.resolve().name}-{checkpoint_stamp(self.path)}"
-        self.label = f"{MODEL_KINDS.get(kind, kind)} ({self.path.name})"
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            from urbanclip.model.checkpoint import load_model
-
-            self._model = load_model(self.path)
-        return self._model
-
-    def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
-        import torch
-
-        from urbanclip.model.transforms import eval_transform
-
-        model = self.model
-        size = int(model.config.image_size)
-        tf = eval_transform(size)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(cell_ids), self.batch_size):
-                batch = []
-                for cid in cell_ids[i:i + self.batch_size]:
-                    img = workspace.load_image(cid)
-                    if img is None:
-                        raise UserError(f"cell {cid!r} has no image; only cells with imagery can be embedded")
-                    batch.append(tf(img))
-                out.append(model.encode_image(torch.stack(batch)).float().cpu().numpy())
-        return np.concatenate(out, axis=0)
 
 
 def parse_opts(pairs: Sequence[str] | None) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from typing import Sequence
 import numpy as np
 
 from urbanclip.data.indicators import from_model_scale
-from urbanclip.data.splits import split_column
 from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 from urbanclip.evaluation.metrics import METRICS, mean_std, regression_metrics
@@ -407,13 +406,13 @@ def fit_probes(workspace: Workspace, table, indicators: str | Sequence[str] | No
     """Fit one MLP per indicator on the embeddings in `table`; score on the test split.
 
     split: "random" (the workspace's `split` column) or "block" (`split_block`, stored
-    beforehand by urbanclip.data.splits.store_block_split).
+    beforehand by Workspace.store_block_split).
     """
     cfg = cfg or ProbeConfig()
     names = parse_indicators(workspace, indicators)
     if len(table) == 0:
         raise UserError("the embedding table is empty: no cells could be embedded")
-    column = split_column(workspace, split)
+    column = workspace.split_column(split)
     rows = np.array([workspace.index_of(c) for c in table.cell_ids])
     labels = workspace.cells[column].to_numpy().astype(str)[rows]
     x = np.asarray(table.vectors, dtype=np.float32)

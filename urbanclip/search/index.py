@@ -1,13 +1,21 @@
-"""Cosine similarity search over cell embeddings, across cities.
+"""Similarity search over cell embeddings, across cities: the ONE similarity policy.
+
+The policy: centred cosine. Every cell vector is L2-normalised, the mean unit vector
+of the indexed cells is subtracted, and the result normalised again. A small model's
+embeddings sit in a narrow cone where every pair scores ~1.0; centring compares what
+is particular to each tile instead of what all tiles share. Image queries (a cell's
+own embedding) are centred the same way. Text queries (`text_scores`) are not: the
+text tower's embedding is compared with the centred cell vectors, which ranks cells
+by <text, cell - mean cell>, i.e. how much more than the average cell they match.
+
+Who uses it: the Map page's look-alikes and text search, the Compare page
+(`best_in_city`), areas (windows of `vectors`, see `grid_windows`) and the `similar`
+command, all through `SimilarityIndex.for_table` or the app's one cached index.
 
 One interface, two engines: exact numpy (a matrix-vector product; fine up to
 ~100k cells) and FAISS (`IndexFlatIP`, still exact) when `faiss` is importable.
-Vectors are L2-normalised once, so inner product = cosine. Filters by city are
-handled by keeping one sub-index per city, so `exclude_city` / `only_city`
-never need over-fetching and both engines return the same top-k.
-
-Free-text queries use the same index: pass the text tower's embedding
-(`model.encode_text([q])[0]`) to `scores` for a heat layer, or to `top_k`.
+Filters by city are handled by keeping one sub-index per city, so `exclude_city` /
+`only_city` never need over-fetching and both engines return the same top-k.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ class SimilarityIndex:
     """
 
     def __init__(self, vectors: np.ndarray, cell_ids: Sequence[str], cities: Sequence[str], backend: str = "auto",
-                 center: bool = False):
+                 center: bool = True):
         v = np.asarray(vectors)
         if v.ndim != 2 or v.shape[0] == 0:
             raise UserError(f"similarity index needs a non-empty 2-D array of embeddings, got shape {v.shape}")
@@ -66,8 +74,7 @@ class SimilarityIndex:
             raise UserError("backend 'faiss' requested but faiss is not installed (`pip install faiss-cpu`)")
         self.backend = backend
         unit = normalise_rows(v)
-        # center=True: cosine after removing the mean unit vector (queries too). A small model's
-        # embeddings sit in a narrow cone where every pair scores ~1.0; centring spreads them out.
+        # the policy (module doc); center=False gives plain cosine, for tests of the engines only
         self.offset = unit.mean(axis=0).astype(np.float32) if center else None
         self.vectors = normalise_rows(unit - self.offset) if center else unit
         self.cell_ids = [str(c) for c in cell_ids]
@@ -83,8 +90,23 @@ class SimilarityIndex:
                 idx.add(np.ascontiguousarray(self.vectors[rows]))
                 self._faiss[c] = idx
 
+    @classmethod
+    def for_table(cls, table, workspace, backend: str = "auto") -> "SimilarityIndex":
+        """The index of an EmbeddingTable's cells (their cities read from the workspace), with the policy."""
+        city_of = dict(zip(workspace.cells["cell_id"].astype(str), workspace.cells["city"].astype(str)))
+        return cls(table.vectors, table.cell_ids, [city_of[c] for c in table.cell_ids], backend=backend)
+
     def __len__(self) -> int:
         return len(self.cell_ids)
+
+    def row_of(self, cell_id: str) -> int | None:
+        """Row of a cell in `vectors` (None when it is not indexed)."""
+        if not hasattr(self, "_rows"):
+            self._rows = {c: i for i, c in enumerate(self.cell_ids)}
+        return self._rows.get(str(cell_id))
+
+    def rows_of_city(self, city: str) -> np.ndarray:
+        return self._rows_of_city.get(city, np.zeros(0, dtype=np.int64))
 
     @property
     def city_names(self) -> list[str]:
@@ -103,6 +125,24 @@ class SimilarityIndex:
     def scores(self, query_vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of every indexed cell to the query, in index order (a heat layer)."""
         return self.vectors @ self._query(query_vector)
+
+    def text_scores(self, text_vector: np.ndarray) -> np.ndarray:
+        """Similarity of every indexed cell to a text-tower embedding (not centred; see module doc)."""
+        q = np.asarray(text_vector, dtype=np.float32).ravel()
+        if q.shape[0] != self.dim:
+            raise UserError(f"text vector has {q.shape[0]} dimensions, the index has {self.dim}; "
+                            "was it encoded by the same model?")
+        return self.vectors @ normalise_rows(q[None])[0]
+
+    def best_in_city(self, city_a: str, city_b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every indexed cell of city_a, its most similar cell of city_b: (rows_a, rows_b, scores)."""
+        a, b = self.rows_of_city(city_a), self.rows_of_city(city_b)
+        if len(a) == 0 or len(b) == 0:
+            missing = city_a if len(a) == 0 else city_b
+            raise UserError(f"city {missing!r} has no embedded cells (no imagery?), so it cannot be matched")
+        sim = self.vectors[a] @ self.vectors[b].T
+        best = sim.argmax(axis=1)
+        return a, b[best], sim[np.arange(len(a)), best]
 
     def _city_top(self, q: np.ndarray, city: str, k: int) -> list[tuple[float, int]]:
         rows = self._rows_of_city[city]

@@ -24,10 +24,11 @@ grounded there (urbanclip.text.faithfulness; percentile >= threshold) if a model
 
 Similar areas: the mean image embedding of the area's cells against the mean embedding
 of every window of the same bounding-box size (rows x cols) in the other cities
-(urbanclip.search.index.grid_windows + SimilarityIndex), best first, non-overlapping. Both means
-are taken relative to the workspace's mean tile (unit embeddings minus their mean):
-averaging many cells otherwise leaves mostly the direction every tile shares, and every
-window of a city then scores ~1.0 (measured on the demo: 0.999-1.000 for all top windows).
+(urbanclip.search.index.grid_windows), best first, non-overlapping. Both means are taken
+over the similarity index's cell vectors, i.e. under the one similarity policy (centred
+cosine, urbanclip.search.index): averaging raw cells leaves mostly the direction every
+tile shares, and every window of a city then scores ~1.0 (measured on the demo:
+0.999-1.000 for all top windows).
 For a one-cell area the windows are single cells.
 """
 
@@ -325,23 +326,22 @@ def _grid_shape(ws, cell_ids: Sequence[str]) -> tuple[int, int]:
 
 def similar_areas(ctx: AppContext, cell_ids: Sequence[str], k: int = 3) -> tuple[list[AreaMatch], str, tuple[int, int]]:
     """Top-k non-overlapping windows in other cities by cosine of mean image embeddings."""
-    from urbanclip.search.index import SimilarityIndex, grid_windows, normalise_rows
+    from urbanclip.search.index import grid_windows, normalise_rows
 
     ws = ctx.workspace
     shape = _grid_shape(ws, cell_ids)
-    if ctx.vectors is None:
+    if ctx.index is None:
         return [], "Similar areas need image embeddings (train a model, or wait for the baseline to load).", shape
-    row = {c: i for i, c in enumerate(ctx.cell_ids)}
-    own = [row[c] for c in cell_ids if c in row]
+    index = ctx.index
+    own = [r for r in (index.row_of(c) for c in cell_ids) if r is not None]
     if not own:
         return [], "No cell of the area has an image embedding (no imagery), so it cannot be matched.", shape
-    unit = normalise_rows(ctx.vectors)
-    centre_of_all = unit.mean(axis=0)  # see module doc: compare means relative to the workspace's mean tile
-    query = unit[own].mean(axis=0) - centre_of_all
+    unit = index.vectors  # the similarity policy's (centred) cell vectors
+    query = unit[own].mean(axis=0)
     if not np.any(np.abs(query) > 1e-9):
         return [], "The area's mean embedding equals the workspace's mean tile, so no area stands out as similar.", shape
     city = str(ws.cell(cell_ids[0])["city"])
-    emb_cells = ws.cells.set_index("cell_id").loc[ctx.cell_ids, ["city", "row", "col"]]
+    emb_cells = ws.cells.set_index("cell_id").loc[index.cell_ids, ["city", "row", "col"]]
     ids_w, vecs_w, cities_w, members = [], [], [], []
     for other in ws.cities:
         if other == city:
@@ -351,15 +351,14 @@ def similar_areas(ctx: AppContext, cell_ids: Sequence[str], k: int = 3) -> tuple
             continue
         anchors, means = grid_windows(emb_cells["row"].to_numpy()[sel], emb_cells["col"].to_numpy()[sel],
                                       unit[sel], *shape)
-        for (r0, c0), v in zip(anchors, means - centre_of_all):
+        for (r0, c0), v in zip(anchors, means):
             ids_w.append(f"{other}@{r0},{c0}")
             vecs_w.append(v)
             cities_w.append(other)
             members.append((other, int(r0), int(c0)))
     if not vecs_w:
         return [], "No other city has embedded cells to compare with.", shape
-    index = SimilarityIndex(np.stack(vecs_w), ids_w, cities_w, backend="numpy")
-    scores = index.scores(query)
+    scores = normalise_rows(np.stack(vecs_w)) @ normalise_rows(query[None])[0]  # cosine of the window means
     chosen: list[tuple[float, str, int, int, int, int]] = []
     for j in np.argsort(-scores, kind="stable"):
         other, r0, c0 = members[j]

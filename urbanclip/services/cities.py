@@ -23,23 +23,14 @@ def best_matches(ctx: AppContext, city_a: str, city_b: str) -> pd.DataFrame:
 
     Columns: cell_a, cell_b, score, <indicator>_a, <indicator>_b for each indicator.
     """
-    if ctx.vectors is None:
+    if ctx.index is None:
         raise UserError("comparing cities needs image embeddings from a trained model; train one on the Train page")
     if city_a == city_b:
         raise UserError("pick two different cities to compare")
     ws = ctx.workspace
-    city_of = dict(zip(ws.cells["cell_id"], ws.cells["city"]))
-    ids = np.array(ctx.cell_ids)
-    cities = np.array([city_of[c] for c in ids])
-    a, b = np.where(cities == city_a)[0], np.where(cities == city_b)[0]
-    if len(a) == 0 or len(b) == 0:
-        missing = city_a if len(a) == 0 else city_b
-        raise UserError(f"city {missing!r} has no embedded cells (no imagery?), so it cannot be matched")
-    va = ctx.vectors[a] / np.linalg.norm(ctx.vectors[a], axis=1, keepdims=True).clip(1e-12)
-    vb = ctx.vectors[b] / np.linalg.norm(ctx.vectors[b], axis=1, keepdims=True).clip(1e-12)
-    sim = va @ vb.T
-    best = sim.argmax(axis=1)
-    df = pd.DataFrame({"cell_a": ids[a], "cell_b": ids[b][best], "score": sim[np.arange(len(a)), best]})
+    ids = np.array(ctx.index.cell_ids)
+    a, b, score = ctx.index.best_in_city(city_a, city_b)
+    df = pd.DataFrame({"cell_a": ids[a], "cell_b": ids[b], "score": score})
     cells = ws.cells.set_index("cell_id")
     for k in ws.indicator_names:
         df[f"{k}_a"] = cells.loc[df["cell_a"], k].to_numpy()

@@ -193,8 +193,9 @@ def _attach_index(ctx: AppContext) -> None:
     except ImportError as e:
         ctx.notes.append(f"Similarity search unavailable ({e}).")
         return
-    city_of = dict(zip(ctx.workspace.cells["cell_id"], ctx.workspace.cells["city"]))
-    ctx.index = SimilarityIndex(ctx.vectors, ctx.cell_ids, [city_of[c] for c in ctx.cell_ids], center=True)
+    from urbanclip.data.embeddings import EmbeddingTable
+
+    ctx.index = SimilarityIndex.for_table(EmbeddingTable(ctx.cell_ids, ctx.vectors), ctx.workspace)
 
 
 def probe_dir(ctx: AppContext) -> Path:

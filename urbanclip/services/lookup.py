@@ -121,15 +121,12 @@ def text_search(ctx: AppContext, text: str, k: int = 10, city: str | None = None
     ws = ctx.workspace
     n = len(ws.cells)
     scores = np.full(n, np.nan)
-    if ctx.has_model and ctx.vectors is not None:
-        import torch
+    if ctx.has_model and getattr(ctx.model, "has_text", False) and ctx.index is not None:
+        from urbanclip.model.inference import encode_texts
 
-        with torch.inference_mode():
-            q = ctx.model.encode_text([text])
-        q = np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, dtype=np.float32)[0]
         pos = {c: i for i, c in enumerate(ws.cells["cell_id"])}
-        idx = np.array([pos[c] for c in ctx.cell_ids])
-        scores[idx] = ctx.vectors @ q
+        idx = np.array([pos[c] for c in ctx.index.cell_ids])
+        scores[idx] = ctx.index.text_scores(encode_texts(ctx.model, [text])[0])
         method = "semantic"
     else:
         from sklearn.feature_extraction.text import TfidfVectorizer

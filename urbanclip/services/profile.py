@@ -77,16 +77,12 @@ def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> st
     """The model's description of one tile (memoised per cell)."""
     if cell_id in ctx._generated:
         return ctx._generated[cell_id]
-    import torch
-
-    from urbanclip.model.transforms import eval_transform
+    from urbanclip.model.inference import describe_images
 
     img = ctx.workspace.load_image(cell_id)
     if img is None:
         raise UserError(f"cell {cell_id!r} has no image, so there is nothing to describe")
-    x = eval_transform(ctx.model.config.image_size)(img).unsqueeze(0)
-    with torch.inference_mode():
-        text = ctx.model.generate(x, max_len=max_len)[0]
+    text = describe_images(ctx.model, [img], max_len=max_len)[0]
     ctx._generated[cell_id] = text
     return text
 

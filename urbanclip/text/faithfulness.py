@@ -40,6 +40,7 @@ import pandas as pd
 
 from urbanclip.data.workspace import Workspace, atomic_write_bytes, atomic_write_json, split_sentences
 from urbanclip.errors import UserError
+from urbanclip.model.inference import ModelImageEncoder, describe_cells, embed_cells, encode_texts, need_text_tower
 
 GENERATED = "generated"
 _SPACE = re.compile(r"\s+")
@@ -140,22 +141,13 @@ def reference_rows(candidates: np.ndarray, city: str, cfg: GroundingConfig) -> n
 
 
 def _need_text_model(model: Any) -> None:
-    if model is None or not getattr(model, "has_text", False):
-        raise UserError("grounding needs an UrbanCLIP checkpoint with a text tower (an image-only UrbanViT run "
-                        "cannot compare tiles with sentences); pass --checkpoint RUN of `python -m urbanclip pretrain`")
+    need_text_tower(model, "grounding")
 
 
 def encode_sentences(model: Any, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Text-tower embeddings [n, D] (float32, L2-normalised) of `sentences`."""
-    import torch
-
     _need_text_model(model)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(sentences), batch_size):
-            out.append(model.encode_text(list(sentences[i:i + batch_size])).float().cpu().numpy())
-    dim = int(model.config.embed_dim)
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+    return encode_texts(model, sentences, batch_size)
 
 
 def image_embeddings(model: Any, workspace: Workspace, batch_size: int = 64):
@@ -165,26 +157,15 @@ def image_embeddings(model: Any, workspace: Workspace, batch_size: int = 64):
     (the same entry probes, search and the app use); an in-memory model embeds directly.
     """
     from urbanclip.data.embeddings import EmbeddingTable, cached_embeddings, embeddable_cells
-    from urbanclip.evaluation.encoders import ModelImageEncoder
 
     path = getattr(model, "checkpoint_path", None)
     if path is not None:
-        enc = ModelImageEncoder(Path(path), kind=model.kind, batch_size=batch_size, model=model)
-        return cached_embeddings(workspace, enc)
+        return cached_embeddings(workspace, ModelImageEncoder(Path(path), kind=model.kind, batch_size=batch_size,
+                                                              model=model))
     ids = embeddable_cells(workspace)
     if not ids:
         raise UserError(f"workspace {workspace.root} has no cells with images; grounding compares tiles with text")
-    import torch
-
-    from urbanclip.model.transforms import eval_transform
-
-    tf = eval_transform(int(model.config.image_size))
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(ids), batch_size):
-            x = torch.stack([tf(workspace.load_image(c)) for c in ids[i:i + batch_size]])
-            out.append(model.encode_image(x).float().cpu().numpy())
-    return EmbeddingTable(ids, np.concatenate(out))
+    return EmbeddingTable(ids, embed_cells(model, workspace, ids, batch_size))
 
 
 def ground_sentences(model: Any, workspace: Workspace, sentences_by_cell: Mapping[str, Sequence[str]],
@@ -292,22 +273,9 @@ def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: 
 
 def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str], max_len: int = 40,
                       batch_size: int = 32, strategy: str = "greedy") -> list[str]:
-    """`model.generate` for each cell ("" for cells without imagery)."""
-    import torch
-
-    from urbanclip.model.transforms import eval_transform
-
+    """The model's description of each cell ("" for cells without imagery)."""
     _need_text_model(model)
-    tf = eval_transform(int(model.config.image_size))
-    out = {cid: "" for cid in cell_ids}
-    with_image = [c for c in cell_ids if workspace.image_path(c) is not None]
-    with torch.inference_mode():
-        for i in range(0, len(with_image), batch_size):
-            ids = with_image[i:i + batch_size]
-            x = torch.stack([tf(workspace.load_image(c)) for c in ids])
-            for c, text in zip(ids, model.generate(x, max_len=max_len, strategy=strategy)):
-                out[c] = text
-    return [out[c] for c in cell_ids]
+    return describe_cells(model, workspace, list(cell_ids), max_len, strategy, batch_size)
 
 
 def caption_sentences(text: str, source: str) -> list[str]:

@@ -6,6 +6,26 @@ urban-infrastructure prompt; `urbanclip.UrbanCLIPCaptioner` uses the decoder
 of a pretrained UrbanCLIP run. `make_captioner` picks one by name.
 """
 
-from urbanclip.text.captioners.base import BACKENDS, Captioner, make_captioner, split_generated
+from __future__ import annotations
+
+from typing import Any
+
+from urbanclip.errors import UserError
+from urbanclip.text.captioners.base import Captioner, split_generated
+
+BACKENDS = ("hf", "urbanclip")
 
 __all__ = ["BACKENDS", "Captioner", "make_captioner", "split_generated"]
+
+
+def make_captioner(backend: str, model_path: str, **opts: Any) -> Captioner:
+    """The captioner of `backend` ("hf" or "urbanclip") loaded from a local `model_path`."""
+    if backend == "hf":
+        from urbanclip.text.captioners.hf import HFCaptioner, HFCaptionerConfig
+
+        return HFCaptioner(model_path, HFCaptionerConfig(**opts))
+    if backend == "urbanclip":
+        from urbanclip.text.captioners.urbanclip import UrbanCLIPCaptioner, UrbanCLIPCaptionerConfig
+
+        return UrbanCLIPCaptioner(model_path, UrbanCLIPCaptionerConfig(**opts))
+    raise UserError(f"unknown captioner backend {backend!r}; choose one of {BACKENDS}")

@@ -1,16 +1,11 @@
-"""The captioner interface, shared sentence splitting, and the backend factory."""
+"""The captioner interface and the sentence splitting every backend shares."""
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any
 
 from PIL import Image
-
-from urbanclip.errors import UserError
-
-BACKENDS = ("hf", "urbanclip")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -41,16 +36,3 @@ class Captioner(ABC):
     @abstractmethod
     def describe(self, images: list[Image.Image]) -> list[list[str]]:
         """One list of sentences per image, in order (an empty list when nothing was generated)."""
-
-
-def make_captioner(backend: str, model_path: str, **opts: Any) -> Captioner:
-    """The captioner of `backend` ("hf" or "urbanclip") loaded from a local `model_path`."""
-    if backend == "hf":
-        from urbanclip.text.captioners.hf import HFCaptioner, HFCaptionerConfig
-
-        return HFCaptioner(model_path, HFCaptionerConfig(**opts))
-    if backend == "urbanclip":
-        from urbanclip.text.captioners.urbanclip import UrbanCLIPCaptioner, UrbanCLIPCaptionerConfig
-
-        return UrbanCLIPCaptioner(model_path, UrbanCLIPCaptionerConfig(**opts))
-    raise UserError(f"unknown captioner backend {backend!r}; choose one of {BACKENDS}")

@@ -34,7 +34,6 @@ class UrbanCLIPCaptioner(Captioner):
 
     def __init__(self, run_path: str | Path, cfg: UrbanCLIPCaptionerConfig | None = None):
         from urbanclip.model.checkpoint import load_model
-        from urbanclip.model.transforms import eval_transform
 
         self.cfg = cfg or UrbanCLIPCaptionerConfig()
         self.batch_size = self.cfg.batch_size
@@ -43,7 +42,6 @@ class UrbanCLIPCaptioner(Captioner):
             raise UserError(f"UrbanCLIP run {self.path} does not exist; pass --model with a run folder or checkpoint "
                             "written by `python -m urbanclip pretrain`")
         self.model = load_model(self.path, device=self.cfg.device)
-        self.transform = eval_transform(self.model.config.image_size)
 
     @property
     def provenance(self) -> str:
@@ -51,13 +49,8 @@ class UrbanCLIPCaptioner(Captioner):
                 f"max_len={self.cfg.max_new_tokens}")
 
     def describe(self, images: list[Image.Image]) -> list[list[str]]:
-        import torch
+        from urbanclip.model.inference import describe_images
 
-        out: list[list[str]] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self.transform(im.convert("RGB")) for im in images[start:start + self.batch_size]])
-            with torch.no_grad():
-                texts = self.model.generate(batch.to(self.cfg.device), max_len=self.cfg.max_new_tokens,
-                                            strategy=self.cfg.strategy)
-            out.extend(split_generated(t) for t in texts)
-        return out
+        texts = describe_images(self.model, images, max_len=self.cfg.max_new_tokens, strategy=self.cfg.strategy,
+                                batch_size=self.batch_size)
+        return [split_generated(t) for t in texts]
