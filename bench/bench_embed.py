@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from urbanclip.model.config import demo_config  # noqa: E402
-from urbanclip.model.transforms import eval_transform  # noqa: E402
+from urbanclip.model.config import demo_config
+from urbanclip.model.transforms import eval_transform
 
 
 def load(args):

@@ -19,18 +19,14 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from urbanclip.model.config import ModelConfig, demo_config  # noqa: E402
-from urbanclip.model.losses import CoCaLoss  # noqa: E402
-from urbanclip.model.model import UrbanCLIP  # noqa: E402
-from urbanclip.model.tokenizer import UrbanTokenizer  # noqa: E402
+from urbanclip.model.config import ModelConfig, demo_config
+from urbanclip.model.losses import CoCaLoss
+from urbanclip.model.model import UrbanCLIP
+from urbanclip.model.tokenizer import UrbanTokenizer
 
 CONFIGS = {
     "demo": lambda: demo_config()[0],

@@ -20,7 +20,7 @@ TEXT_SAMPLING = ("sentence", "full")
 
 @dataclass
 class ModelConfig:
-    """Shape of the UrbanCLIP network (MISSION.md sections 3-5)."""
+    """Shape of the UrbanCLIP network (docs/METHOD.md sections 3-5)."""
 
     image_size: int = 224
     patch_size: int = 16
@@ -69,7 +69,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """How pretraining runs (MISSION.md section 6)."""
+    """How pretraining runs (docs/METHOD.md section 6)."""
 
     epochs: int = 10
     batch_size: int = 32

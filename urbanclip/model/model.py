@@ -1,6 +1,6 @@
 """UrbanCLIP: a ViT image encoder, two attentional poolers and a decoder-only text
 transformer trained with a contrastive and a captioning loss (CoCa, Yu et al. 2022;
-MISSION.md sections 3-6).
+docs/METHOD.md sections 3-6).
 
 Reads top to bottom: helpers, blocks (attention, cross-attention, decoder block,
 attentional pooler), then the model with typed methods `encode_image`,

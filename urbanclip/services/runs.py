@@ -4,7 +4,7 @@ A run is `python -m urbanclip <command> ... --out RUN`, started detached
 (`start_new_session=True`) through `urbanclip.services.supervisor`, so it outlives
 the Streamlit script rerun or browser tab that launched it. Files in RUN/:
 
-  metrics.jsonl  progress events written by the command (see interfaces: start/step/message/end)
+  metrics.jsonl  progress events written by the command (docs/METHOD.md, "Run files")
   run.json       what was launched (command, pid = process group, start time, exit status)
   run.log        stdout + stderr
   .lock          exists while a run writes to RUN; a second launch on RUN is refused

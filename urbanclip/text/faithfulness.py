@@ -1,7 +1,7 @@
 """Caption faithfulness: are descriptions diverse, and does each sentence fit its own tile?
 
 A captioner that writes the same safe text for every tile looks fluent and says
-nothing (MISSION section 2 asks for descriptions of *this* tile's infrastructure,
+nothing (docs/METHOD.md section 2 asks for descriptions of *this* tile's infrastructure,
 greenery, water and activity). Three measures over a city:
 
   distinct ratio            distinct captions / captions (case and spacing ignored):

@@ -127,6 +127,32 @@ def embed_in_batches(fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.T
     return torch.cat([fn(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]).float().numpy()
 
 
+class SelfSupervisedEncoder:
+    """The skeleton every self-supervised baseline shares: a config (its digest is the cache key),
+    a progress hook, and `embed` = load pixels -> learn on the fit subset -> embed every cell.
+    A baseline writes only `learn`, the part that differs (which pairs, which loss)."""
+
+    name = "baseline"       # cache-key prefix
+    label = "baseline"      # what the report shows
+    config_class: type = BaselineConfig
+
+    def __init__(self, cfg: BaselineConfig | None = None):
+        self.cfg = cfg or self.config_class()
+        self.key = f"{self.name}-{self.cfg.digest()}"
+        self.on_step: StepCallback | None = None
+
+    def learn(self, workspace: Workspace, fit_ids: list[str], pixels: torch.Tensor) -> nn.Module:
+        """Train on the tiles of `fit_ids` (`pixels`, same order) and return the encoder."""
+        raise NotImplementedError
+
+    @few_threads
+    def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
+        pixels = load_pixels(workspace, cell_ids, self.cfg.image_size)
+        fit = fit_subset(workspace, cell_ids, self.cfg.fit_on)
+        enc = self.learn(workspace, [cell_ids[i] for i in fit], pixels[fit])
+        return embed_in_batches(enc, pixels)
+
+
 # ---------------------------------------------------------------------------------
 # who counts as a positive / negative
 

@@ -5,19 +5,15 @@ view of a cell is a geographically adjacent cell, so "nearby looks alike" is lea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-import numpy as np
+import torch
+from torch import nn
 
 from urbanclip.data.workspace import Workspace
 from urbanclip.evaluation.baselines.common import (
     BaselineConfig,
-    StepCallback,
-    embed_in_batches,
-    few_threads,
-    fit_subset,
+    SelfSupervisedEncoder,
     grid_neighbours,
-    load_pixels,
     train_pairs,
 )
 
@@ -28,19 +24,12 @@ class SimCLRGeoConfig(BaselineConfig):
     neighbour_radius: int = 1
 
 
-class SimCLRGeoEncoder:
+class SimCLRGeoEncoder(SelfSupervisedEncoder):
+    name = "simclr-geo"
     label = "PG-SimCLR (geo-adjacent positives)"
+    config_class = SimCLRGeoConfig
 
-    def __init__(self, cfg: SimCLRGeoConfig | None = None):
-        self.cfg = cfg or SimCLRGeoConfig()
-        self.key = f"simclr-geo-{self.cfg.digest()}"
-        self.on_step: StepCallback | None = None
-
-    @few_threads
-    def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
+    def learn(self, workspace: Workspace, fit_ids: list[str], pixels: torch.Tensor) -> nn.Module:
         c = self.cfg
-        pixels = load_pixels(workspace, cell_ids, c.image_size)
-        fit = fit_subset(workspace, cell_ids, c.fit_on)
-        enc = train_pairs(pixels[fit], grid_neighbours(workspace, [cell_ids[i] for i in fit], c.neighbour_radius), c,
-                          temperature=c.temperature, on_step=self.on_step)
-        return embed_in_batches(enc, pixels)
+        return train_pairs(pixels, grid_neighbours(workspace, fit_ids, c.neighbour_radius), c,
+                           temperature=c.temperature, on_step=self.on_step)

@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
 from urbanclip.data.workspace import Workspace, split_sentences
 from urbanclip.evaluation.baselines.common import (
     BaselineConfig,
-    StepCallback,
-    embed_in_batches,
-    few_threads,
-    fit_subset,
-    load_pixels,
+    SelfSupervisedEncoder,
     text_neighbours,
     train_pairs,
 )
@@ -33,30 +31,26 @@ class TextSimCLRConfig(BaselineConfig):
     similarity: str = "tfidf"  # description similarity choosing positives: "tfidf" | "minilm"
 
 
-class TextSimCLREncoder:
+class TextSimCLREncoder(SelfSupervisedEncoder):
+    name = "text-simclr"
     label = "Text-SimCLR"
+    config_class = TextSimCLRConfig
 
     def __init__(self, cfg: TextSimCLRConfig | None = None,
                  similarity_fn: Callable[[Sequence[str]], np.ndarray] | None = None):
         from urbanclip.text.sentence_encoder import similarity_function
 
-        self.cfg = cfg or TextSimCLRConfig()
+        super().__init__(cfg)
         # a given function wins over the config's name; the name is part of the digest anyway
         self.similarity_fn = similarity_fn if similarity_fn is not None else similarity_function(self.cfg.similarity)
         sim = self.cfg.similarity if similarity_fn is None else getattr(similarity_fn, "__name__", "custom")
         self.key = f"text-simclr-{sim}-{self.cfg.digest()}"
         if sim != "tfidf":
             self.label = f"Text-SimCLR ({sim} positives)"
-        self.on_step: StepCallback | None = None
 
-    @few_threads
-    def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
+    def learn(self, workspace: Workspace, fit_ids: list[str], pixels: torch.Tensor) -> nn.Module:
         c = self.cfg
         col = c.text_column or workspace.text_column()
-        fit = fit_subset(workspace, cell_ids, c.fit_on)
-        fit_ids = [cell_ids[i] for i in fit]
         texts = [" ".join(split_sentences(t)) for t in workspace.cells.set_index("cell_id").loc[fit_ids, col]]
         pos = text_neighbours(texts, c.text_neighbours, self.similarity_fn)
-        pixels = load_pixels(workspace, cell_ids, c.image_size)
-        enc = train_pairs(pixels[fit], pos, c, temperature=c.temperature, on_step=self.on_step)
-        return embed_in_batches(enc, pixels)
+        return train_pairs(pixels, pos, c, temperature=c.temperature, on_step=self.on_step)

@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-import numpy as np
+import torch
+from torch import nn
 
 from urbanclip.data.workspace import Workspace
 from urbanclip.evaluation.baselines.common import (
     BaselineConfig,
-    StepCallback,
+    SelfSupervisedEncoder,
     distant_sampler,
-    embed_in_batches,
-    few_threads,
-    fit_subset,
     grid_neighbours,
-    load_pixels,
     train_triplets,
 )
 
@@ -30,21 +26,13 @@ class Tile2VecConfig(BaselineConfig):
     min_distance: int = 4  # rows/cols between an anchor and its negative
 
 
-class Tile2VecEncoder:
+class Tile2VecEncoder(SelfSupervisedEncoder):
+    name = "tile2vec"
     label = "Tile2Vec"
+    config_class = Tile2VecConfig
 
-    def __init__(self, cfg: Tile2VecConfig | None = None):
-        self.cfg = cfg or Tile2VecConfig()
-        self.key = f"tile2vec-{self.cfg.digest()}"
-        self.on_step: StepCallback | None = None
-
-    @few_threads
-    def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
+    def learn(self, workspace: Workspace, fit_ids: list[str], pixels: torch.Tensor) -> nn.Module:
         c = self.cfg
-        pixels = load_pixels(workspace, cell_ids, c.image_size)
-        fit = fit_subset(workspace, cell_ids, c.fit_on)
-        fit_ids = [cell_ids[i] for i in fit]
         pos = grid_neighbours(workspace, fit_ids, c.neighbour_radius)
-        enc = train_triplets(pixels[fit], pos, distant_sampler(workspace, fit_ids, c.min_distance), c,
-                             margin=c.margin, l2=c.l2, on_step=self.on_step)
-        return embed_in_batches(enc, pixels)
+        return train_triplets(pixels, pos, distant_sampler(workspace, fit_ids, c.min_distance), c,
+                              margin=c.margin, l2=c.l2, on_step=self.on_step)
