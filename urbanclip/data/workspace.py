@@ -292,14 +292,15 @@ class WorkspaceBuilder:
     """
 
     def __init__(self, root: Path | str, overwrite: bool = False):
-        self.root = Path(root).expanduser().resolve()
-        if self.root.exists() and not overwrite:
-            raise UserError(f"{self.root} already exists; choose another folder or pass --overwrite")
-        if self.root.exists() and not (self.root / MANIFEST).exists() and any(self.root.iterdir()):
-            raise UserError(f"{self.root} exists, is not empty and is not a workspace; refusing to replace it")
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = self.root.parent / f".{self.root.name}.staging-{uuid.uuid4().hex[:8]}"
-        self.staging.mkdir()
+        self.root = check_out_dir(root, overwrite)
+        remove_stale_staging(self.root)
+        self.staging = self.root.parent / f".{self.root.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+        except OSError as e:
+            raise UserError(f"--out {self.root}: cannot create a folder there ({e.strerror or e}); "
+                            "choose a folder you can write to") from None
         self._done = False
 
     def __enter__(self) -> "WorkspaceBuilder":
@@ -344,13 +345,56 @@ class WorkspaceBuilder:
         atomic_write_json(self.staging / MANIFEST, manifest.to_dict())
         trash = None
         if self.root.exists():
-            trash = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
+            trash = self.root.parent / f".{self.root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(self.root, trash)
         os.replace(self.staging, self.root)
         self._done = True
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         return Workspace(self.root, cells, manifest)
+
+
+def check_out_dir(root: Path | str, overwrite: bool = False) -> Path:
+    """The resolved `--out` folder of a new workspace, or UserError saying what is wrong with it.
+
+    Importers call it before any slow work (downloads), so a bad `--out` fails in
+    a second, not after an hour.
+    """
+    root = Path(root).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} is a file, not a folder; choose a folder path for the workspace")
+    if root.exists() and not overwrite:
+        raise UserError(f"{root} already exists; choose another folder or pass --overwrite")
+    if root.exists() and not (root / MANIFEST).exists() and any(root.iterdir()):
+        raise UserError(f"{root} exists, is not empty and is not a workspace; refusing to replace it")
+    parent = root.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {root}: {parent} is a file, so no folder can be created under it; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {root}: cannot write in {parent} (permission denied); choose a folder you can write to")
+    return root
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove staging / trash folders of `root` left by processes that no longer exist (killed hard)."""
+    removed = []
+    if not root.parent.is_dir():
+        return removed
+    for p in root.parent.glob(f".{root.name}.*-*"):
+        kind, _, rest = p.name[len(root.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("staging", "old") or not pid.isdigit() or not p.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        except OSError:
+            pass  # alive, owned by someone else
+    return removed
 
 
 def _safe_name(name: str) -> str:
