@@ -92,3 +92,22 @@ def test_sigterm_or_sigint_during_an_import_leaves_no_staging_folder(tmp_path, s
     assert proc.returncode == rc, err
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".w.*"))
+
+
+@pytest.mark.parametrize("argv", [["compare", "-w", "{W}", "-o", "{F}", "--seeds", "1"],
+                                  ["probe", "-w", "{W}", "-e", "pca", "-o", "{F}"],
+                                  ["transfer", "-w", "{W}", "-e", "pca", "-o", "{F}"],
+                                  ["pretrain", "-w", "{W}", "--out", "{F}/run"],
+                                  ["faithfulness", "-w", "{W}", "-c", "assets/model", "--out", "{F}"],
+                                  ["describe", "-w", "{W}", "--backend", "urbanclip", "--model", "m", "--out", "{F}"],
+                                  ["export", "-w", "{W}", "-o", "{F}/cells.csv"],
+                                  ["export", "-w", "{W}", "-o", "{D}"],
+                                  ["demo", "--out", "{F}/demo", "--size", "tiny"]])
+def test_every_command_refuses_a_bad_out_with_exit_2(tiny_workspace_path, tmp_path, capsys, argv):
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    args = [a.format(W=tiny_workspace_path, F=tmp_path / "f", D=tmp_path / "d") for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and ("is a file" in err or "is a folder" in err)
+    assert (tmp_path / "f").read_text() == "x"

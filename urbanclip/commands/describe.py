@@ -177,6 +177,10 @@ def _merge_provenance(old: str, new: str, only_missing: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    if args.out:
+        check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     from urbanclip.text.captioners import make_captioner
     from urbanclip.data.workspace import Workspace
 

@@ -69,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     import time
 
     from urbanclip.evaluation.comparison import split_meta, split_suffix

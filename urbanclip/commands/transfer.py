@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     from urbanclip.data.embeddings import cached_embeddings
     from urbanclip.evaluation.encoders import make_encoder, parse_opts
     from urbanclip.evaluation.reports import RunLog, mean_offdiagonal, write_transfer

@@ -360,20 +360,13 @@ def check_out_dir(root: Path | str, overwrite: bool = False) -> Path:
     Importers call it before any slow work (downloads), so a bad `--out` fails in
     a second, not after an hour.
     """
-    root = Path(root).expanduser().resolve()
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--out {root} is a file, not a folder; choose a folder path for the workspace")
+    from urbanclip.paths import check_out_folder
+
+    root = check_out_folder(root)
     if root.exists() and not overwrite:
         raise UserError(f"{root} already exists; choose another folder or pass --overwrite")
     if root.exists() and not (root / MANIFEST).exists() and any(root.iterdir()):
         raise UserError(f"{root} exists, is not empty and is not a workspace; refusing to replace it")
-    parent = root.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"--out {root}: {parent} is a file, so no folder can be created under it; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out {root}: cannot write in {parent} (permission denied); choose a folder you can write to")
     return root
 
 
