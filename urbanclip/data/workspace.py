@@ -42,7 +42,7 @@ import pandas as pd
 from PIL import Image
 
 from urbanclip.errors import UserError, ValidationError
-from urbanclip.data.indicators import TARGET_TRANSFORM, IndicatorSpec, to_model_scale
+from urbanclip.data.indicators import SUSPECT_FLAG, TARGET_TRANSFORM, IndicatorSpec, suspect_fill_value, to_model_scale
 from urbanclip.data.splits import SPLITS, random_split
 
 FORMAT = "urbanclip-workspace"
@@ -354,6 +354,45 @@ class WorkspaceBuilder:
         return Workspace(self.root, cells, manifest)
 
 
+def set_flag(flags: pd.Series, mask: np.ndarray, flag: str) -> pd.Series:
+    """`flags` with `flag` added where `mask` is true and removed elsewhere (other flags untouched)."""
+    out = []
+    for f, on in zip(flags.fillna("").astype(str), np.asarray(mask, dtype=bool)):
+        parts = [p for p in f.split(";") if p and p != flag]
+        out.append(";".join(parts + [flag] if on else parts))
+    return pd.Series(out, index=flags.index, dtype=object)
+
+
+def flag_suspect_values(cells: pd.DataFrame, manifest: Manifest, names: Iterable[str], report=None) -> dict[str, dict]:
+    """Flag cells whose indicator holds a value that looks capped or filled (`indicators.suspect_fill_value`).
+
+    Each cell gets `suspect_value:<name>` in `flags`; `manifest.extra["suspect_values"][name]`
+    records the value, how many cells carry it and why, so the app and reports can
+    show them as such. Returns what was found. `report` (an ImportReport) gets a warning.
+    """
+    found = {}
+    store = manifest.extra.setdefault("suspect_values", {})
+    for name in names:
+        flag = SUSPECT_FLAG.format(name=name)
+        vals = pd.to_numeric(cells[name], errors="coerce").to_numpy(dtype=np.float64)
+        hit = suspect_fill_value(vals)
+        mask = np.zeros(len(cells), dtype=bool) if hit is None else vals == hit[0]
+        cells["flags"] = set_flag(cells["flags"] if "flags" in cells else pd.Series("", index=cells.index), mask, flag)
+        if hit is None:
+            store.pop(name, None)
+            continue
+        value, n, share = hit
+        found[name] = store[name] = {
+            "value": value, "cells": n, "share_of_nonzero": round(share, 4), "flag": flag,
+            "note": f"{n} cells ({share:.0%} of the known non-zero values) hold exactly {value:g}: probably a cap "
+                    "or fill value of the source, not a measurement"}
+        if report is not None:
+            report.warn(f"indicator {name!r}: {found[name]['note']}; flagged {flag}")
+    if not store:
+        manifest.extra.pop("suspect_values", None)
+    return found
+
+
 def check_out_dir(root: Path | str, overwrite: bool = False) -> Path:
     """The resolved `--out` folder of a new workspace, or UserError saying what is wrong with it.
 
@@ -495,6 +534,10 @@ class Workspace:
 
     def sentences(self, cell_id: str, column: str = "text_raw") -> list[str]:
         return split_sentences(self.cell(cell_id)[column])
+
+    def suspect_values(self) -> dict[str, dict]:
+        """Indicator -> the value that looks capped or filled, and how many cells hold it (see flag_suspect_values)."""
+        return dict(self.manifest.extra.get("suspect_values", {}))
 
     def text_column(self) -> str:
         """The description column training should use: refined when present, else raw."""

@@ -30,19 +30,10 @@ percentiles over the *valid* pixels of the whole mosaic, computed once: fill doe
 not wash the image out, bands do not cast a colour, and the tiles of one city
 stay comparable. The stretch is written to the manifest.
 
-Indicator rasters are aggregated per cell following `IndicatorSpec.aggregation`:
-
-* ``sum`` (counts and totals: population, GDP, carbon): each source pixel is
-  turned into a density per true m² (geodesic pixel area), resampled onto a fine
-  sub-grid of every cell with GDAL `average`, and integrated over the cell. This
-  conserves totals across CRSs and resolutions, including pixels that straddle a
-  cell edge (split by area).
-* ``mean`` (densities, rates): the area-weighted mean over the cell.
-
-Nodata (the raster's nodata value, or NaN) is "unknown": a cell with no valid
-pixel gets NaN; a partly covered cell is aggregated over its valid part (for
-WorldPop-style rasters, nodata marks water, where the count is 0). Negative
-values are refused, as they are in the workspace.
+Indicator rasters are aggregated per cell following `IndicatorSpec.aggregation`
+(``sum`` for counts and totals, ``mean`` for densities) by `urbanclip.data.zonal`,
+the one area-weighted zonal method (the same one `attach` uses); values that look
+capped or filled are flagged per cell (`workspace.flag_suspect_values`).
 """
 
 from __future__ import annotations
@@ -66,7 +57,8 @@ from urbanclip.errors import UserError
 from urbanclip.data.grid import square_grid, utm_crs_for, whole_cells
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD, IndicatorSpec
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir
+from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir, flag_suspect_values
+from urbanclip.data.zonal import check_aggregation, zonal_raster
 
 _GEOD = Geod(ellps="WGS84")
 AUTO = "auto"  # CutConfig.nodata: the file's tag, else a detected edge fill
@@ -88,7 +80,6 @@ class CutConfig:
     cell_size_m: float = 1000.0
     tile_px: int = 256
     min_valid: float = 0.95  # fraction of a cell's pixels that must carry imagery
-    max_subcells: int = 32  # sub-grid per cell side used to aggregate indicator rasters
     bands: tuple[int, ...] | None = None  # 1-based band numbers read as R, G, B; None: from the colour tags
     nodata: float | str | None = AUTO  # a value, None (every pixel is imagery) or AUTO
     min_kept: float = 0.5  # fraction of the cells inside the mosaic that must be kept
@@ -145,26 +136,33 @@ def import_geotiff(mosaic: Path | str, out: Path | str, cell_size_m: float, city
                          f"{cfg.tile_px} px per {cfg.cell_size_m:g} m cell",
                 "geometry": f"square {cfg.cell_size_m:g} m cells in {grid.crs.to_string()} over {mosaic}",
                 VALID_COLUMN: VALID_PROVENANCE}
-        for ind, path in (indicator_rasters or {}).items():
-            cells[ind] = aggregate_raster(Path(path), cells, grid, specs[ind].aggregation, cfg.max_subcells)
-            prov[ind] = f"{path} aggregated per cell by area-weighted {specs[ind].aggregation}"
+        prov.update(add_indicator_rasters(cells, indicator_rasters or {}, specs))
         manifest = Manifest(name=name or f"geotiff-{city}", indicators=specs, provenance=prov,
                             source=f"urbanclip.data.importers.geotiff: {mosaic}", split_seed=split_seed,
                             extra={"geotiff": {"mosaic": str(mosaic), "crs": str(src.crs), "cell_size_m": cfg.cell_size_m,
                                                "tile_px": cfg.tile_px, **cut.imagery_meta(),
                                                "indicator_rasters": {k: str(v) for k, v in (indicator_rasters or {}).items()}}})
+        flag_suspect_values(cells, manifest, list(specs), report)
         ws = builder.finish(cells, manifest, cell_size_m={city: cfg.cell_size_m})
     report.cells = len(ws.cells)
     return ws, report
+
+
+def add_indicator_rasters(cells: gpd.GeoDataFrame, rasters: dict[str, Path | str],
+                          specs: dict[str, IndicatorSpec]) -> dict[str, str]:
+    """Aggregate each indicator raster over the cells (in place); return the provenance of each column."""
+    prov = {}
+    for ind, path in rasters.items():
+        cells[ind], _ = zonal_raster(Path(path), cells.geometry, specs[ind].aggregation)
+        prov[ind] = f"{path} band 1, area-weighted {specs[ind].aggregation} per cell (urbanclip.data.zonal)"
+    return prov
 
 
 def indicator_specs(rasters: dict[str, Path | str], aggregations: dict[str, str]) -> dict[str, IndicatorSpec]:
     specs = {}
     for ind in rasters:
         base = STANDARD.get(ind, IndicatorSpec(ind, "", "sum", ind))
-        agg = aggregations.get(ind, base.aggregation)
-        if agg not in ("sum", "mean"):
-            raise UserError(f"indicator {ind!r}: aggregation must be 'sum' or 'mean', got {agg!r}")
+        agg = check_aggregation(aggregations.get(ind, base.aggregation), f"indicator {ind!r}")
         specs[ind] = IndicatorSpec(base.name, base.unit, agg, base.label)
     return specs
 
@@ -483,73 +481,3 @@ def _source_resolution_m(src: rasterio.io.DatasetReader) -> float:
     lons, lats = transform(src.crs, "EPSG:4326", [cx, cx + src.res[0]], [cy, cy])
     _, _, dist = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
     return float(dist)
-
-
-# ---------------------------------------------------------------------------------
-# indicator rasters
-
-
-def aggregate_raster(path: Path, cells: gpd.GeoDataFrame, grid: GridInfo, aggregation: str,
-                     max_subcells: int = 32) -> np.ndarray:
-    """Per-cell area-weighted sum or mean of band 1 of `path` (NaN where no valid pixel)."""
-    with open_raster(path) as src:
-        if src.crs is None:
-            raise UserError(f"{path}: indicator raster has no CRS; georeference it before importing")
-        k = _subcells(src, grid.cell_size_m, max_subcells)
-        r = grid.cell_size_m / k  # sub-cell side in UTM metres
-        grid_bounds = (grid.west, grid.north - grid.n_rows * grid.cell_size_m,
-                       grid.west + grid.n_cols * grid.cell_size_m, grid.north)
-        window = _window_for(src, grid.crs, grid_bounds, pad=2)
-        try:
-            data = src.read(1, window=window, masked=True).astype(np.float64)
-        except rasterio.errors.RasterioError as e:
-            raise read_error(str(path), e) from None
-        vals = data.filled(np.nan)
-        vals[~np.isfinite(vals)] = np.nan
-        neg = vals < 0
-        if neg.any():
-            rr, cc = np.argwhere(neg)[0]
-            raise UserError(f"{path}: band 1 has negative values (e.g. {vals[rr, cc]:g} at row {rr + int(window.row_off)}, "
-                            f"col {cc + int(window.col_off)}); set the raster's nodata value or fix the data")
-        win_transform = src.window_transform(window)
-        if aggregation == "sum":
-            vals = vals / _pixel_areas_m2(src.crs, win_transform, vals.shape)
-        fine = np.full((grid.n_rows * k, grid.n_cols * k), np.nan, dtype=np.float64)
-        reproject(vals, fine, src_transform=win_transform, src_crs=src.crs, src_nodata=np.nan,
-                  dst_transform=from_origin(grid.west, grid.north, r, r), dst_crs=grid.crs, dst_nodata=np.nan,
-                  resampling=Resampling.average)
-    blocks = fine.reshape(grid.n_rows, k, grid.n_cols, k)
-    n_valid = np.isfinite(blocks).sum(axis=(1, 3))
-    total = np.nansum(blocks, axis=(1, 3))
-    per_cell = np.where(n_valid > 0, total if aggregation == "sum" else total / np.maximum(n_valid, 1), np.nan)
-    per_cell = per_cell[cells["row"].to_numpy(), cells["col"].to_numpy()]
-    if not np.isfinite(per_cell).any():
-        raise UserError(f"{path}: indicator raster does not overlap the mosaic's cells (or is all nodata)")
-    if aggregation == "sum":  # sum of densities x true area of one sub-cell (UTM is not exactly area-true)
-        true_area = np.array([abs(_GEOD.geometry_area_perimeter(g)[0]) for g in cells.geometry])
-        per_cell = per_cell * true_area / (k * k)
-    return per_cell
-
-
-def _subcells(src: rasterio.io.DatasetReader, cell_size_m: float, max_subcells: int) -> int:
-    """Sub-grid per cell side: about two sub-cells per source pixel, at least 4."""
-    res = _source_resolution_m(src)
-    return int(min(max(4, math.ceil(2 * cell_size_m / max(res, 1e-9))), max_subcells))
-
-
-def _pixel_areas_m2(crs, tf, shape: tuple[int, int]) -> np.ndarray:
-    """True (geodesic) area of each pixel, computed per row at the middle column, as an (H, 1) array."""
-    h, w = shape
-    c = w // 2
-    rows = np.arange(h)
-    corners = [(c, rows), (c + 1, rows), (c + 1, rows + 1), (c, rows + 1)]
-    lons, lats = [], []
-    for cc, rr in corners:
-        col, row = np.full(h, cc, dtype=np.float64), rr.astype(np.float64)
-        xs, ys = tf.a * col + tf.b * row + tf.c, tf.d * col + tf.e * row + tf.f  # the affine map, written out
-        lo, la = transform(crs, "EPSG:4326", list(xs), list(ys))
-        lons.append(lo)
-        lats.append(la)
-    lons, lats = np.array(lons).T, np.array(lats).T
-    areas = np.array([abs(_GEOD.polygon_area_perimeter(lo, la)[0]) for lo, la in zip(lons, lats)])
-    return np.maximum(areas, 1e-9)[:, None]

@@ -47,7 +47,8 @@ from urbanclip.errors import UserError
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD
 from urbanclip.data.tiles import baidu_tile_size_mc, bd09_to_gcj02, bd09mc_to_bd09, bd09mc_to_wgs84, gcj02_to_wgs84
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir, join_sentences
+from urbanclip.data.workspace import (Manifest, Workspace, WorkspaceBuilder, check_out_dir, flag_suspect_values,
+                                      join_sentences)
 
 NAME_COL = "satellite_img_name"
 BD09_COL = "BD09 coordinate"
@@ -134,6 +135,7 @@ def import_release(release_dir: Path | str, out: Path | str, *, cities: list[str
         cells = gpd.GeoDataFrame(
             table[["cell_id", "city", "row", "col", "image", "text_raw", "flags", *manifest.indicators, "geometry"]],
             geometry="geometry", crs="EPSG:4326")
+        flag_suspect_values(cells, manifest, list(manifest.indicators), report)
         ws = builder.finish(cells, manifest, cell_size_m=_cell_sizes(cells))
     report.cells = len(ws.cells)
     return ws, report

@@ -43,11 +43,11 @@ from tqdm import tqdm
 from urbanclip import __version__
 from urbanclip.errors import UserError
 from urbanclip.data.importers import ImportReport
-from urbanclip.data.importers.geotiff import (VALID_COLUMN, VALID_PROVENANCE, CutConfig, aggregate_raster,
+from urbanclip.data.importers.geotiff import (VALID_COLUMN, VALID_PROVENANCE, CutConfig, add_indicator_rasters,
                                               cut_mosaic, indicator_specs)
 from urbanclip.paths import tile_cache_dir
 from urbanclip.data.tiles import ground_resolution_m, tile_bounds_mercator, tiles_for_bbox
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir
+from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir, flag_suspect_values
 
 DEFAULT_TEMPLATE = "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
 ESRI_ATTRIBUTION = "Esri World Imagery: Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community"
@@ -378,14 +378,13 @@ def import_xyz(bbox: tuple[float, float, float, float], out: Path | str, city: s
                 "geometry": f"square {cell_size_m:g} m cells in {grid.crs.to_string()} anchored on the north-west "
                             f"corner of bbox {list(bbox)}",
                 VALID_COLUMN: VALID_PROVENANCE + " (missing tiles count as not imagery)"}
-        for ind, path in (indicator_rasters or {}).items():
-            cells[ind] = aggregate_raster(Path(path), cells, grid, specs[ind].aggregation, cfg.max_subcells)
-            prov[ind] = f"{path} aggregated per cell by area-weighted {specs[ind].aggregation}"
+        prov.update(add_indicator_rasters(cells, indicator_rasters or {}, specs))
         attribution = ESRI_ATTRIBUTION if template == DEFAULT_TEMPLATE else f"tiles from {template}; check the provider's terms"
         manifest = Manifest(name=name or f"xyz-{city}", indicators=specs, provenance=prov,
                             source=f"urbanclip.data.importers.xyz: {template} z{zoom} bbox {list(bbox)}", split_seed=split_seed,
                             extra={"xyz": {"template": template, "zoom": zoom, "bbox": list(bbox), "attribution": attribution,
                                            "tiles_missing": len(fetched.missing)}})
+        flag_suspect_values(cells, manifest, list(specs), report)
         ws = builder.finish(cells, manifest, cell_size_m={city: cell_size_m})
     report.cells = len(ws.cells)
     return ws, report
