@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
 import plotly.express as px
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pages._shared import SELECTED, ensure_navigation, get_context, show_notes  # noqa: E402
-from urbanclip.errors import UserError  # noqa: E402
-from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer  # noqa: E402
-from urbanclip.services.profile import format_value, similar_cells  # noqa: E402
-from urbanclip.data.workspace import split_sentences  # noqa: E402
+from urbanclip.data.workspace import split_sentences
+from urbanclip.errors import UserError
+from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer, matched_pairs
+from urbanclip.services.profile import format_value, similar_cells
+from urbanclip.ui import SELECTED, ensure_navigation, get_context, show_notes
 
 ensure_navigation()
 st.title("Compare cities")
@@ -73,13 +65,10 @@ if ctx is not None:
             ind = st.selectbox("Indicator", ws.indicator_names, key="cmp_ind",
                                format_func=lambda k: ws.manifest.indicators[k].label)
             unit = ws.manifest.indicators[ind].unit
-            a, b = np.log1p(df[f"{ind}_a"]), np.log1p(df[f"{ind}_b"])
-            ok = np.isfinite(a) & np.isfinite(b)
-            r = float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() > 2 and a[ok].std() > 0 and b[ok].std() > 0 else float("nan")
-            fig = px.scatter(df, x=np.log1p(df[f"{ind}_a"]), y=np.log1p(df[f"{ind}_b"]), color="score",
-                             hover_data=["cell_a", "cell_b"],
-                             labels={"x": f"{city_a}: log1p({unit})", "y": f"best match in {city_b}: log1p({unit})"},
-                             title=f"{ws.manifest.indicators[ind].label} of matched pairs (Pearson r = {r:.2f})")
+            pairs = matched_pairs(df, ind)
+            fig = px.scatter(pairs.frame, x="a", y="b", color="score", hover_data=["cell_a", "cell_b"],
+                             labels={"a": f"{city_a}: log1p({unit})", "b": f"best match in {city_b}: log1p({unit})"},
+                             title=f"{ws.manifest.indicators[ind].label} of matched pairs ({pairs.correlation_text})")
             st.plotly_chart(fig, use_container_width=True)
             st.dataframe(df.head(50), use_container_width=True, hide_index=True)
             top = df.iloc[0]

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import shlex
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pages._shared import ensure_navigation  # noqa: E402
-from urbanclip import paths  # noqa: E402
-from urbanclip.errors import UserError  # noqa: E402
-from urbanclip.services import runs  # noqa: E402
-from urbanclip.services.cities import load_transfer  # noqa: E402
-from urbanclip.services.context import active_model_path, workspace_dir  # noqa: E402
+from urbanclip import paths
+from urbanclip.errors import UserError
+from urbanclip.services import runs
+from urbanclip.services.cities import load_transfer
+from urbanclip.services.context import active_model_path, workspace_dir
+from urbanclip.ui import ensure_navigation
 
 ensure_navigation()
 st.title("Train and evaluate")

@@ -63,14 +63,12 @@ def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0) -> Path:
 
 def map_page_with(ctx, workspace_path: Path, monkeypatch):
     """An AppTest of app.py (not yet run) whose pages get `ctx` instead of loading one."""
-    import sys
-
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    import urbanclip.ui as shared
+
     repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo))
-    import pages._shared as shared
 
     monkeypatch.setenv("URBANCLIP_WORKSPACE", str(workspace_path))
     monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)

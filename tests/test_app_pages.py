@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import pixel_context, tiny_workspace
 
+import urbanclip.ui as shared
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import pages._shared as shared  # noqa: E402
 
 TIMEOUT = 60
 
@@ -76,7 +75,8 @@ def test_map_page_panel_for_injected_selection(env, with_embeddings):
     assert not at.exception
     text = _text(at)
     assert cid in text and "Source description" in text
-    assert "| Population |" in text and "persons" in text
+    table = at.table[0].value
+    assert "Population" in table.index and table.loc["Population", "Observed"].endswith("persons")
     assert "Most similar cells in other cities" in text and "similarity" in text
     go = [b for b in at.button if b.label.startswith("Go to ")]
     assert go, "each similar cell has a jump button"
@@ -180,7 +180,8 @@ def test_map_page_with_predictions_offers_predicted_layers(env, monkeypatch):
     obs = float(ctx.workspace.cell(cid)["population"])
     from urbanclip.services.profile import format_value
 
-    assert f"| Population | {format_value(obs * 1.5, 'persons')} | {format_value(obs, 'persons')} |" in text
+    row = at.table[0].value.loc["Population"]
+    assert (row["Predicted"], row["Observed"]) == (format_value(obs * 1.5, 'persons'), format_value(obs, 'persons'))
 
 
 def test_train_page_shows_live_progress(env):

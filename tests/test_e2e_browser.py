@@ -40,7 +40,6 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
-    sys.path.insert(0, str(Path(__file__).parent))
     from app_helpers import tiny_workspace
 
     home = tmp_path_factory.mktemp("e2e-home")

@@ -204,9 +204,9 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     from app_helpers import pixel_context
     from urbanclip.text.faithfulness import DescriptionGrounding
 
+    import urbanclip.ui as shared
+
     repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo))
-    import pages._shared as shared
 
     monkeypatch.setenv("URBANCLIP_WORKSPACE", str(tiny_workspace_path))
     ws = Workspace.load(tiny_workspace_path)

@@ -216,7 +216,7 @@ def test_map_page_shows_intervals_and_offers_the_layer(ctx_with_intervals, tiny_
     assert not at.exception
     assert "uncertainty" in at.radio(key="layer").options
     text = "\n".join(str(e.value) for e in list(at.markdown) + list(at.caption))
-    assert "(80%: " in text and "80% prediction interval" in text
+    assert "(80%: " in at.table[0].value["Predicted"].iloc[0] and "80% prediction interval" in text
     at.radio(key="layer").set_value("uncertainty").run()
     assert not at.exception
     assert "80% interval width of Population" in "\n".join(str(e.value) for e in at.markdown)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from urbanclip.errors import UserError
 from urbanclip.text.faithfulness import (GroundingConfig, encode_sentences, grounding_scores, normalise_caption,
@@ -105,6 +106,18 @@ class AreaSummary:
     @property
     def n_cells(self) -> int:
         return len(self.cell_ids)
+
+
+def area_indicator_table(summary: AreaSummary) -> pd.DataFrame:
+    """The area panel's table: aggregated predicted and observed values, and how many cells are known."""
+    from urbanclip.services.profile import format_value
+
+    return pd.DataFrame({
+        "Indicator": [f"{iv.label} ({iv.aggregation})" for iv in summary.indicators],
+        "Predicted": [format_value(iv.predicted, iv.unit) for iv in summary.indicators],
+        "Observed": [format_value(iv.observed, iv.unit) for iv in summary.indicators],
+        "Cells known": [f"{iv.observed_cells} of {summary.n_cells}" for iv in summary.indicators],
+    }).set_index("Indicator")
 
 
 # ---------------------------------------------------------------------------------

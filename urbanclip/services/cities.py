@@ -7,6 +7,7 @@ comparing all cells of a city is one matrix product, not a re-embedding.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,29 @@ def best_matches(ctx: AppContext, city_a: str, city_b: str) -> pd.DataFrame:
         df[f"{k}_a"] = cells.loc[df["cell_a"], k].to_numpy()
         df[f"{k}_b"] = cells.loc[df["cell_b"], k].to_numpy()
     return df.sort_values("score", ascending=False).reset_index(drop=True)
+
+
+@dataclass
+class MatchedPairs:
+    """One indicator of best-matched pairs on the log1p scale, with their correlation when it is defined."""
+
+    frame: pd.DataFrame           # columns a, b (log1p values), score, cell_a, cell_b
+    correlation: float | None     # Pearson r; None with < 3 known pairs or a constant side
+
+    @property
+    def correlation_text(self) -> str:
+        return f"Pearson r = {self.correlation:.2f}" if self.correlation is not None else "correlation undefined"
+
+
+def matched_pairs(df: pd.DataFrame, indicator: str) -> MatchedPairs:
+    """The scatter of `best_matches` output for one indicator."""
+    a, b = np.log1p(df[f"{indicator}_a"].astype(float)), np.log1p(df[f"{indicator}_b"].astype(float))
+    frame = pd.DataFrame({"a": a, "b": b, "score": df["score"], "cell_a": df["cell_a"], "cell_b": df["cell_b"]})
+    ok = np.isfinite(a) & np.isfinite(b)
+    r = None
+    if ok.sum() > 2 and a[ok].std() > 0 and b[ok].std() > 0:
+        r = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    return MatchedPairs(frame, r)
 
 
 def find_transfer_reports(root: Path | None = None) -> list[Path]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from urbanclip.errors import UserError
 from urbanclip.text.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
@@ -196,6 +197,14 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
         timings_ms={"lookup": (t1 - t0) * 1e3, "similar": (t2 - t1) * 1e3, "generate": (t3 - t2) * 1e3,
                     "grounding": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
         grounding=grounding, source_grounding=source_grounding)
+
+
+def indicator_table(prof: CellProfile) -> pd.DataFrame:
+    """The panel's indicator table: one row per indicator, predicted (with interval) beside observed."""
+    return pd.DataFrame({"Indicator": [iv.label for iv in prof.indicators],
+                         "Predicted": [format_prediction(iv) for iv in prof.indicators],
+                         "Observed": [format_value(iv.observed, iv.unit) for iv in prof.indicators]}
+                        ).set_index("Indicator")
 
 
 def format_prediction(iv: IndicatorValue) -> str:
