@@ -223,7 +223,9 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
             ckptmod.save_checkpoint(path, model, step=step, epoch=step // steps_per_epoch, train_cfg=cfg,
                                     workspace_fingerprint=fingerprint, optimizer=None if half else optimizer,
                                     scheduler=None if half else scheduler, half=half,
-                                    extra={"workspace": str(ws.root), "text_column": text_column})
+                                    extra={"workspace": str(ws.root), "text_column": text_column,
+                                           "workspace_name": ws.name, "synthetic": bool(ws.manifest.synthetic),
+                                           "workspace_source": ws.manifest.source, "cities": ws.cities})
 
     if env.is_main:
         save_config(out / CONFIG_FILE, model_cfg, cfg)
