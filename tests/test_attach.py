@@ -176,3 +176,16 @@ def test_real_release_gdp_cap_is_flagged(release_dir, tmp_path):
     assert info["value"] == 10000.0 and info["cells"] == 940
     assert ws.cells["flags"].str.contains("suspect_value:gdp").sum() == 940
     assert "population" not in ws.suspect_values() and "carbon" not in ws.suspect_values()
+
+
+def test_a_coarse_mean_raster_repeats_values_without_being_called_capped(tmp_path):
+    grid = square_grid("T", WEST, NORTH, 10, 10, 250.0)  # 250 m cells under 0.02 deg (~2 km) pixels
+    with WorkspaceBuilder(tmp_path / "ws") as b:
+        ws = b.finish(grid, Manifest(name="t", indicators={}, source="test"))
+    arr = np.arange(9, dtype=np.float32).reshape(3, 3) + 1
+    path = _raster(tmp_path / "dens.tif", arr, "EPSG:4326", from_origin(WEST - 0.01, NORTH + 0.01, 0.02, 0.02))
+    rep = attach_raster(ws, "density", path, aggregation="mean")
+    ws = Workspace.load(ws.root)
+    assert ws.cells["density"].value_counts().iloc[0] >= 20  # many cells share one pixel's value
+    assert "density" not in ws.suspect_values() and not ws.cells["flags"].str.contains("suspect").any()
+    assert any("larger than the cells" in n for n in rep.notes)

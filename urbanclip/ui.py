@@ -147,7 +147,8 @@ def search_form(ctx: AppContext) -> None:
     if not submitted:
         return
     try:
-        res = search(ctx, query, city=None, allow_network=bool(st.session_state.get(ALLOW_NETWORK, False)))
+        with st.spinner("Searching (the first search over a workspace's descriptions embeds them once)..."):
+            res = search(ctx, query, city=None, allow_network=bool(st.session_state.get(ALLOW_NETWORK, False)))
     except UserError as e:
         st.warning(str(e))
         return

@@ -33,7 +33,7 @@ import pandas as pd
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD, IndicatorSpec
 from urbanclip.data.workspace import REQUIRED_COLUMNS, Workspace, flag_suspect_values
-from urbanclip.data.zonal import check_aggregation, zonal_raster, zonal_vector
+from urbanclip.data.zonal import check_aggregation, pixel_area_m2, zonal_raster, zonal_vector
 from urbanclip.errors import UserError
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
@@ -56,7 +56,7 @@ def _spec(ws: Workspace, name: str, aggregation: str | None, unit: str | None, l
 
 
 def _store(ws: Workspace, spec: IndicatorSpec, values: np.ndarray, provenance: str, meta: dict,
-           report: ImportReport) -> None:
+           report: ImportReport, check_suspect: bool = True) -> None:
     values = np.asarray(values, dtype=np.float64)
     ws.cells[spec.name] = values
     ws.manifest.indicators[spec.name] = spec
@@ -65,7 +65,7 @@ def _store(ws: Workspace, spec: IndicatorSpec, values: np.ndarray, provenance: s
     meta = {**meta, "aggregation": spec.aggregation, "unit": spec.unit, "cells_with_value": known,
             "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     ws.manifest.extra.setdefault("attached", {})[spec.name] = meta
-    flag_suspect_values(ws.cells, ws.manifest, [spec.name], report)
+    flag_suspect_values(ws.cells, ws.manifest, [spec.name] if check_suspect else [], report)
     report.cells = known
     missing = len(values) - known
     report.notes.append(f"{spec.name}: {known} of {len(values)} cells have a value"
@@ -88,7 +88,12 @@ def attach_raster(ws: Workspace, name: str, path: Path | str, *, aggregation: st
             "(urbanclip attach, urbanclip.data.zonal)")
     meta = {"kind": "raster", "source": str(path.resolve()), "band": band,
             "method": f"area-weighted zonal {spec.aggregation}", "partly_covered_cells": partial}
-    _store(ws, spec, values, prov, meta, report)
+    cell_m2 = float(np.median(ws.cells.geometry.to_crs("EPSG:6933").area))
+    repeats = spec.aggregation == "mean" and pixel_area_m2(path) > cell_m2
+    if repeats:  # every cell inside one coarse pixel gets its value: repeats are by design, not a cap
+        report.notes.append(f"{spec.name}: the raster's pixels are larger than the cells, so cells inside one pixel "
+                            "share its mean (repeated values are expected; no cap/fill check)")
+    _store(ws, spec, values, prov, meta, report, check_suspect=not repeats)
     return report
 
 

@@ -85,6 +85,19 @@ def zonal_raster(path: Path | str, polygons: gpd.GeoSeries, aggregation: str,
     return values, coverage
 
 
+def pixel_area_m2(path: Path | str) -> float:
+    """Ground area of the raster's centre pixel (equal-area CRS), m²: to tell coarse rasters from fine ones."""
+    from shapely.geometry import box
+
+    with rasterio.open(path) as src:
+        tf = src.transform
+        c, r = src.width // 2, src.height // 2
+        x0, y0 = tf.c + c * tf.a, tf.f + r * tf.e
+        pixel = gpd.GeoSeries([box(min(x0, x0 + tf.a), min(y0, y0 + tf.e), max(x0, x0 + tf.a), max(y0, y0 + tf.e))],
+                              crs=src.crs)
+    return float(pixel.to_crs(EQUAL_AREA_CRS).area.iloc[0])
+
+
 def _in_raster_crs(polygons: gpd.GeoSeries, crs) -> np.ndarray:
     """Polygons as a shapely array in the raster's CRS; edges longer than ~1 km get extra vertices
     so they bend with the projection (shorter ones bend by millimetres)."""
