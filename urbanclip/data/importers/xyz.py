@@ -209,8 +209,8 @@ class TileFetcher:
             raise UserError(
                 f"tile provider {provider_name(self.template)} failed {self.failures_in_a_row} tiles in a row; "
                 f"its last answer: {self.last_failure} (for {url}). Stopped; nothing was written. "
-                f"{self.downloaded + self.from_cache} tiles are in the cache ({self.folder}) and will not be fetched "
-                "again: rerun when the provider is back, or check --template")
+                f"The {self.downloaded + self.from_cache} tiles this run got are in the cache ({self.folder}) and "
+                "will not be fetched again: rerun when the provider is back, or check --template")
         return None, reason
 
     def _get(self, url: str) -> tuple[bytes | None, int | None, str]:
