@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from urbanclip import ui
-from urbanclip.services.mapview import available_layers, build_map, layer_data, legend_html
+from urbanclip.services.mapview import available_layers, build_map, default_indicator, layer_data, legend_html
 
 st.title("Urban Insights")
 ctx = ui.get_context()
@@ -23,18 +23,21 @@ if st.session_state.get(ui.CITY) not in ws.cities:
     st.session_state[ui.CITY] = ws.cities[0]
 layers = available_layers(ctx)
 if st.session_state.get("layer") not in layers:
-    st.session_state["layer"] = "observed"
+    st.session_state["layer"] = "observed" if "observed" in layers else "none"
 if st.session_state.get("indicator") not in ws.indicator_names:
-    st.session_state["indicator"] = "population" if "population" in ws.indicator_names else ws.indicator_names[0]
+    st.session_state["indicator"] = default_indicator(ws)  # None: a workspace without indicators
 with st.sidebar:
     city = st.selectbox("City", ws.cities, key=ui.CITY)
     layer_name = st.radio("Colour cells by", layers, key="layer")
     indicator = st.selectbox("Indicator", ws.indicator_names,
                              format_func=lambda k: f"{ws.manifest.indicators[k].label} ({ws.manifest.indicators[k].unit})",
-                             key="indicator", disabled=layer_name in ("text match", "none"))
+                             key="indicator", disabled=layer_name in ("text match", "none") or not ws.indicator_names)
     online = st.checkbox("Online imagery (Esri World Imagery)", value=False,
                          help="Off by default: the map works offline with the workspace's own tiles.")
     generate = st.toggle("Generate descriptions", value=True, disabled=not ctx.has_model)
+    st.checkbox("Online place search (OpenStreetMap)", value=False, key=ui.ALLOW_NETWORK,
+                help="Off by default: city names come from the offline gazetteer; on, other place names are "
+                     "looked up with OpenStreetMap Nominatim (the query leaves this machine).")
     ui.show_notes(ctx)
 
 text_scores = res.scores if (res is not None and res.kind == "text") else None

@@ -223,3 +223,55 @@ def test_cli_import_release(tmp_path, capsys):
     assert "4 cells, 1 images, 2 descriptions" in out and "no image file" in out
     assert main(["import", "release", str(src), "--out", str(tmp_path / "w2"), "--cities", "Nowhere"]) == 2
     assert "'Nowhere'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------
+# imagery fetched by tile name (issue 14 item 3)
+
+
+def _baidu_tiles(root: Path, missing=()) -> Path:
+    """JPEG tiles of the crafted release's 2x2 tiles, served as {z}/{x}/{y}.jpg, except `missing`."""
+    for x in (12600, 12601):
+        for y in (4700, 4701):
+            if (x, y) in missing:
+                continue
+            p = root / "16" / str(x) / f"{y}.jpg"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((32, 32, 3), (x % 7) * 30 + (y % 5) * 10, np.uint8)).save(p)
+    return root
+
+
+def test_release_images_are_fetched_by_their_tile_name_through_the_cache(tmp_path):
+    from tile_server import TileServer
+
+    from urbanclip.data.importers.xyz import FetchConfig
+
+    src = _release(tmp_path / "rel")  # ships 16_12600_4700_s.jpg only
+    tiles = _baidu_tiles(tmp_path / "tiles", missing={(12601, 4701)})
+    fast = FetchConfig(rate_limit_per_s=1000.0, retries=0, timeout=5.0, backoff_s=0.0)
+    with TileServer(tiles, order="{z}/{x}/{y}", suffix=".jpg") as srv:
+        ws, report = import_release(src, tmp_path / "w", tiles_template=srv.template, cache_dir=tmp_path / "c",
+                                    fetch=fast)
+        template = srv.template
+    assert sorted(p for p, _ in srv.requests) == ["/16/12600/4701.jpg", "/16/12601/4700.jpg", "/16/12601/4701.jpg"]
+    assert report.images == 3
+    assert ws.cell("Testcity/16_12601_4700_s")["image"] == "images/Testcity/16_12601_4700_s.jpg"
+    assert np.asarray(ws.load_image("Testcity/16_12601_4700_s"))[0, 0, 0] == (12601 % 7) * 30
+    hole = ws.cell("Testcity/16_12601_4701_s")
+    assert "missing_image" in hole["flags"] and not isinstance(hole["image"], str)
+    assert ("Testcity/16_12601_4701_s", "image not fetched: absent at the provider (HTTP 404)") in report.flagged
+    assert "fetched from" in ws.manifest.provenance["image"]
+    # a rerun reads the cache: the server is gone and nothing is asked
+    ws2, report2 = import_release(src, tmp_path / "w2", tiles_template=template, cache_dir=tmp_path / "c", fetch=fast)
+    assert report2.images == 3 and "0 downloaded, 3 from the cache" in "\n".join(report2.notes)
+
+
+def test_release_fetch_from_a_provider_that_is_down_stops_with_exit_2(tmp_path, capsys):
+    from urbanclip.cli import main
+
+    src = _release(tmp_path / "rel")
+    rc = main(["import", "release", str(src), "--out", str(tmp_path / "w"), "--tiles-template",
+               "http://127.0.0.1:9/{z}/{x}/{y}.jpg", "--cache-dir", str(tmp_path / "c"), "--retries", "0",
+               "--rate-limit", "1000", "--max-failures", "2"])
+    assert rc == 2 and "tile provider http://127.0.0.1:9 failed 2 tiles in a row" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists() and not list(tmp_path.glob(".w.*"))

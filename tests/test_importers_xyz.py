@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tile_server import TileServer
 
 from urbanclip.data.importers.xyz import FetchConfig, cache_folder, fetch_tiles, import_xyz
 from urbanclip.data.tiles import tiles_for_bbox
 from urbanclip.errors import UserError
 
 ZOOM = 14
-BBOX = (116.40, 39.90, 116.43, 39.92)  # ~2.5 x 2.2 km, 6 tiles at zoom 14
+BBOX = (116.40, 39.90, 116.43, 39.92)  # ~2.5 x 2.2 km, 2 x 2 tiles at zoom 14
 FAST = FetchConfig(rate_limit_per_s=1000.0, retries=2, timeout=5.0, backoff_s=0.01)
 
 
@@ -30,46 +29,8 @@ def _make_tiles(root: Path) -> None:
             Image.fromarray(arr).save(p)
 
 
-class _Server:
-    """A tile server on 127.0.0.1 in a thread; optionally fails each path's first request with 500."""
-
-    def __init__(self, root: Path, fail_first: bool = False):
-        self.requests: list[tuple[str, str]] = []
-        seen: set[str] = set()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server API)
-                outer.requests.append((self.path, self.headers.get("User-Agent", "")))
-                if fail_first and self.path not in seen:
-                    seen.add(self.path)
-                    self.send_error(500)
-                    return
-                f = root / self.path.lstrip("/")
-                if not f.is_file():
-                    self.send_error(404)
-                    return
-                body = f.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.template = f"http://127.0.0.1:{self.httpd.server_address[1]}/{{z}}/{{y}}/{{x}}.png"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def _Server(root: Path, **kw) -> TileServer:
+    return TileServer(root, **kw)
 
 
 @pytest.fixture
@@ -136,3 +97,129 @@ def test_bad_bbox(bbox, msg, tmp_path):
 def test_bad_template(tmp_path):
     with pytest.raises(UserError, match="lacks"):
         import_xyz(BBOX, tmp_path / "w", "X", template="http://127.0.0.1:9/{z}/{x}")
+
+
+# ---------------------------------------------------------------------------------
+# a real provider's bad days (issue 14): outages, holes, reruns, partial cells
+
+
+def _tile_file(root: Path, i: int) -> Path:
+    xs, ys = tiles_for_bbox(BBOX, ZOOM)
+    order = [(x, y) for y in ys for x in xs]
+    x, y = order[i]
+    return root / str(ZOOM) / str(y) / f"{x}.png"
+
+
+def test_provider_outage_trips_the_circuit_breaker_and_writes_nothing(tile_root, tmp_path):
+    cfg = FetchConfig(rate_limit_per_s=1000.0, retries=2, timeout=5.0, backoff_s=0.0, max_consecutive_failures=3)
+    with _Server(tile_root, outage_after=1) as srv:
+        with pytest.raises(UserError, match=r"tile provider http://127\.0\.0\.1:\d+ failed 3 tiles in a row; "
+                                            r"its last answer: HTTP 503 Service Unavailable"):
+            import_xyz(BBOX, tmp_path / "w", "B", cell_size_m=500, zoom=ZOOM, template=srv.template, tile_px=16,
+                       cache_dir=tmp_path / "c", fetch=cfg)
+    # 1 good tile, then one tile with all its 3 attempts, then single attempts until the breaker opens
+    assert len(srv.requests) == 1 + 3 + 1 + 1
+    assert not (tmp_path / "w").exists()
+
+
+def test_provider_down_from_the_start_fails_fast_with_exit_2(tmp_path, capsys):
+    from urbanclip.cli import main
+
+    rc = main(["import", "xyz", "--bbox", ",".join(map(str, BBOX)), "--zoom", str(ZOOM), "--city", "B",
+               "--template", "http://127.0.0.1:9/{z}/{y}/{x}.png", "--out", str(tmp_path / "w"),
+               "--cache-dir", str(tmp_path / "c"), "--rate-limit", "1000", "--retries", "0", "--max-failures", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: tile provider http://127.0.0.1:9 failed 2 tiles in a row" in err
+    assert "connection failed" in err
+
+
+def test_absent_tiles_are_cached_grouped_and_not_asked_again(tile_root, tmp_path):
+    for i in (0, 1):
+        _tile_file(tile_root, i).unlink()
+    cache = tmp_path / "c"
+    with _Server(tile_root) as srv:
+        ws, rep = import_xyz(BBOX, tmp_path / "w", "B", cell_size_m=500, zoom=ZOOM, template=srv.template, tile_px=16,
+                             cache_dir=cache, fetch=FAST, min_kept=0)
+        template = srv.template
+    assert len(srv.requests) == 4
+    summary = rep.summary()
+    assert "2 x tile not available: absent at the provider (HTTP 404)" in summary
+    assert len(summary.splitlines()) < 12  # grouped by reason with a few examples, not one line per URL
+    # the provider is gone now: a rerun needs no request at all, holes included
+    ws2, rep2 = import_xyz(BBOX, tmp_path / "w2", "B", cell_size_m=500, zoom=ZOOM, template=template, tile_px=16,
+                           cache_dir=cache, fetch=FAST, min_kept=0)
+    assert "0 tiles downloaded, 4 from the cache" in rep2.notes[0]
+    assert "2 x tile not available: absent at the provider (HTTP 404, cached)" in rep2.summary()
+    assert list(ws2.cells["cell_id"]) == list(ws.cells["cell_id"])
+    # recheck_absent asks again for the holes only
+    _make_tiles(tile_root)
+    recheck = FetchConfig(rate_limit_per_s=1000.0, retries=0, timeout=5.0, backoff_s=0.0, recheck_absent=True)
+    with _Server(tile_root, port=int(template.split(":")[2].split("/")[0])) as srv:  # same provider again
+        fetched = fetch_tiles(srv.template, BBOX, ZOOM, cache, cfg=recheck)
+    assert len(srv.requests) == 2 and len(fetched.tiles) == 4
+
+
+def test_cell_ids_and_places_do_not_depend_on_which_tiles_arrived(tile_root, tmp_path):
+    with _Server(tile_root) as srv:
+        full, _ = import_xyz(BBOX, tmp_path / "w", "B", cell_size_m=500, zoom=ZOOM, template=srv.template,
+                             tile_px=16, cache_dir=tmp_path / "c1", fetch=FAST)
+    _tile_file(tile_root, 0).unlink()  # the north-west tile is missing this time
+    with _Server(tile_root) as srv:
+        holed, _ = import_xyz(BBOX, tmp_path / "w2", "B", cell_size_m=500, zoom=ZOOM, template=srv.template,
+                              tile_px=16, cache_dir=tmp_path / "c2", fetch=FAST, min_kept=0)
+    a = full.cells.set_index("cell_id")
+    b = holed.cells.set_index("cell_id")
+    assert len(b) < len(a) and set(b.index) <= set(a.index)
+    assert np.allclose(a.loc[b.index, "lat"], b["lat"], atol=1e-9) and np.allclose(a.loc[b.index, "lon"], b["lon"], atol=1e-9)
+
+
+def test_cells_over_a_hole_are_flagged_partial_with_their_valid_fraction(tile_root, tmp_path):
+    _tile_file(tile_root, 1).unlink()
+    with _Server(tile_root) as srv:
+        ws, rep = import_xyz(BBOX, tmp_path / "w", "B", cell_size_m=500, zoom=ZOOM, template=srv.template, tile_px=16,
+                             cache_dir=tmp_path / "c", fetch=FAST, min_valid=0.5, min_kept=0)
+    cells = ws.cells
+    partial = cells[cells["flags"].str.contains("partial_imagery")]
+    assert len(partial) >= 1
+    assert ((partial["valid_fraction"] >= 0.5) & (partial["valid_fraction"] < 1)).all()
+    assert (cells.loc[~cells.index.isin(partial.index), "valid_fraction"] == 1).all()
+    assert "valid_fraction" in ws.manifest.provenance
+
+
+def test_too_few_cells_kept_exits_2(tile_root, tmp_path, capsys):
+    from urbanclip.cli import main
+
+    for i in range(1, 4):
+        _tile_file(tile_root, i).unlink()
+    with _Server(tile_root) as srv:
+        rc = main(["import", "xyz", "--bbox", ",".join(map(str, BBOX)), "--zoom", str(ZOOM), "--city", "B",
+                   "--template", srv.template, "--out", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "c"),
+                   "--rate-limit", "1000", "--cell-size", "500", "--tile-px", "16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cells inside the mosaic kept" in err and "--min-kept 0" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_out_is_checked_before_any_download(tile_root, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with _Server(tile_root) as srv:
+        for out, msg in ((tmp_path / "afile", "is a file, not a folder"),
+                         (tmp_path / "afile" / "w", "is a file, so no folder can be created under it")):
+            with pytest.raises(UserError, match=msg):
+                import_xyz(BBOX, out, "B", zoom=ZOOM, template=srv.template, cache_dir=tmp_path / "c", fetch=FAST)
+    assert srv.requests == []
+
+
+@pytest.mark.parametrize("args,msg", [(["--zoom", "30"], "--zoom must be a whole number 0..24"),
+                                      (["--zoom", "-1"], "--zoom must be a whole number 0..24"),
+                                      (["--retries", "-1"], "--retries must be a whole number >= 0"),
+                                      (["--timeout", "0"], "--timeout must be positive"),
+                                      (["--max-failures", "0"], "--max-failures must be a whole number >= 1")])
+def test_bad_fetch_options_are_refused_before_any_request(args, msg, tmp_path, capsys):
+    from urbanclip.cli import main
+
+    rc = main(["import", "xyz", "--bbox", ",".join(map(str, BBOX)), "--city", "B", "--template",
+               "http://127.0.0.1:9/{z}/{y}/{x}.png", "--out", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "c"),
+               *args])
+    assert rc == 2 and msg in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -171,3 +171,21 @@ def test_torchrun_two_processes_on_cpu(workspace, tmp_path):
     assert total >= 2 and [e["step"] for e in events if e["event"] == "step"] == list(range(1, total + 1))  # one writer
     assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"
     assert load_model(tmp_path / "ddp").encode_image(torch.zeros(2, 3, m.image_size, m.image_size)).shape == (2, m.embed_dim)
+
+
+def test_pretrain_without_descriptions_points_to_describe_and_image_only(workspace, tmp_path, capsys):
+    import shutil
+
+    from urbanclip.data.workspace import Workspace
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace, root)
+    ws = Workspace.load(root)  # what `import geotiff` / `import xyz` make: imagery, no text
+    ws.cells["text_raw"] = ""
+    ws.save()
+    m, t = _cfg(max_steps=1)
+    save_config(tmp_path / "c.json", m, t)
+    assert main(["pretrain", "-w", str(root), "--out", str(tmp_path / "r"), "--config", str(tmp_path / "c.json"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "have no descriptions" in err and "--image-only" in err and "describe" in err

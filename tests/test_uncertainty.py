@@ -169,11 +169,12 @@ def test_context_refits_heads_saved_without_intervals(tiny_workspace_copy):
     fit_probes(ctx.workspace, EmbeddingTable(ctx.cell_ids, ctx.vectors), None, FAST).heads.save(d)
     _strip_intervals(d)
     (d / "DONE").write_text("ok\n")
-    _attach_predictions(ctx, fit_missing=False, progress=lambda m: None)  # may not refit: point predictions only
+    # min_train=10: this tiny workspace has ~115 training cells, below the app's default minimum
+    _attach_predictions(ctx, fit_missing=False, progress=lambda m: None, min_train=10)  # may not refit: point predictions only
     assert ctx.has_predictions and not ctx.has_intervals
     assert any("no prediction intervals" in n for n in ctx.notes)
     ctx.predictions.clear()
-    _attach_predictions(ctx, fit_missing=True, progress=lambda m: None)  # the app's cache: refitted cleanly
+    _attach_predictions(ctx, fit_missing=True, progress=lambda m: None, min_train=10)  # the app's cache: refitted cleanly
     assert ctx.has_intervals and ctx.interval_level == 0.8
     assert any("predate prediction intervals" in n for n in ctx.notes)
     assert ProbeHeads.load(d).has_intervals

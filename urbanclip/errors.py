@@ -13,3 +13,12 @@ class UserError(Exception):
 
 class ValidationError(UserError):
     """A workspace or imported table breaks the data model; nothing was written."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how the app cancels a run), raised like Ctrl-C so `with` blocks and
+    `finally` clauses clean up (staging folders, temp files) before the process exits."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

@@ -12,6 +12,8 @@ import importlib.resources
 import os
 from pathlib import Path
 
+from urbanclip.errors import UserError
+
 HOME_ENV = "URBANCLIP_HOME"
 ASSETS_ENV = "URBANCLIP_ASSETS"
 
@@ -48,3 +50,30 @@ def runs_dir() -> Path:
 def tile_cache_dir() -> Path:
     """Disk cache for tiles fetched from XYZ providers."""
     return home() / "tile-cache"
+
+
+def check_out_folder(path: Path | str, flag: str = "--out") -> Path:
+    """`path` resolved, when it is (or can become) a folder this process can write; else a UserError
+    naming the problem. Commands call it before any work, so a bad `--out` never ends in a traceback."""
+    p = Path(path).expanduser().resolve()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is a file, not a folder; choose a folder path")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {p}: {parent} is a file, so no folder can be created under it; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {p}: cannot write in {parent} (permission denied); choose a folder you can write to")
+    return p
+
+
+def check_out_file(path: Path | str, flag: str = "--out") -> Path:
+    """Like `check_out_folder` for a file to (over)write."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        raise UserError(f"{flag} {p} is a folder; give a file name inside it, e.g. {p / ('export' + (p.suffix or '.csv'))}")
+    check_out_folder(p.parent, flag=f"{flag} {p}: its folder")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UserError(f"{flag} {p} cannot be overwritten (permission denied); choose another file")
+    return p

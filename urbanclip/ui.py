@@ -39,6 +39,7 @@ DEEP_LINK = "_deep_link_page"
 AREA = "area"
 LAST_DRAWING = "_area_last_drawing"
 SUMMARY = "_area_summary"
+ALLOW_NETWORK = "allow_online_search"
 RETURNED = ["last_active_drawing", "all_drawings"]  # what st_folium must return for clicks and drawings
 
 
@@ -153,7 +154,8 @@ def search_form(ctx: AppContext) -> None:
     if not submitted:
         return
     try:
-        res = search(ctx, query, city=None)
+        with st.spinner("Searching (the first search over a workspace's descriptions embeds them once)..."):
+            res = search(ctx, query, city=None, allow_network=bool(st.session_state.get(ALLOW_NETWORK, False)))
     except UserError as e:
         st.warning(str(e))
         return
@@ -174,7 +176,8 @@ def search_results(res) -> None:
     """The ranked hits of a text search, each a button that selects the cell."""
     if res is None or res.kind != "text" or not res.ranked:
         return
-    with st.expander(f"Search results ({'semantic' if res.method == 'semantic' else 'keyword'})", expanded=True):
+    label = {"semantic": "semantic", "descriptions": "descriptions"}.get(res.method, "keyword")
+    with st.expander(f"Search results ({label})", expanded=True):
         st.caption(res.message)
         for h in res.ranked[:5]:
             st.button(f"{h.score:.3f} · {h.cell_id}", key=f"hit-{h.cell_id}", on_click=select_cell,
@@ -220,12 +223,16 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
             st.markdown(f"**Source description** (workspace `{prof.source_column}`)")
             st.write(prof.source_description.replace("\n", " "))
             grounding_badge(prof.source_grounding)
+        if prof.grounding_note:
+            st.caption(prof.grounding_note)
     st.markdown("**Indicators**")
-    st.table(indicator_table(prof))
-    if ctx.has_intervals:
-        st.caption(f"Predictions carry their {ctx.interval_level:.0%} prediction interval (an ensemble of probe "
-                   "heads, calibrated on held-out cells).")
-    if not ctx.has_predictions:
+    if prof.indicator_note:
+        st.caption(prof.indicator_note)
+    else:
+        st.table(indicator_table(prof))
+    if prof.interval_caption:
+        st.caption(prof.interval_caption)
+    if not ctx.has_predictions and not ctx.prediction_notes and prof.indicators:
         st.caption("Predicted values need a trained model with probe heads; showing observed values only.")
     st.markdown("**Most similar cells in other cities**")
     if not prof.similar:

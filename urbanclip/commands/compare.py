@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     from urbanclip.data.workspace import Workspace
     from urbanclip.errors import UserError
     from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison

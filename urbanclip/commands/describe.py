@@ -1,4 +1,5 @@
-"""`describe`: write descriptions for tiles with an image-to-text model (see urbanclip.text.describe)."""
+"""`describe`: write descriptions for tiles with an image-to-text model (see urbanclip.text.describe:
+where the text goes, sharding under torchrun, resuming)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    if args.out:
+        check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     from urbanclip.data.workspace import Workspace
-    from urbanclip.events import JsonlLogger
     from urbanclip.text.captioners import make_captioner
     from urbanclip.text.describe import describe_workspace, pending_cells
 
@@ -38,10 +42,23 @@ def run(args: argparse.Namespace) -> int:
     if not pending_cells(ws, target, args.only_missing, args.retry_failed):
         print(f"nothing to describe: every cell with an image already has {target}")
         return 0
+    from urbanclip.data.shards import Shard
+
+    if Shard.from_env().sharded:  # torchrun: each process gets its share of the CPU cores
+        import os
+
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // Shard.from_env().world))
     captioner = make_captioner(args.backend, args.model, **opts)
+    from urbanclip.events import JsonlLogger
+
     callbacks = [JsonlLogger(args.out)] if args.out else []
     stats = describe_workspace(ws, captioner, args.only_missing, args.chunk_size, args.limit, args.retry_failed,
                                callbacks=callbacks)
+    if stats.get("world", 1) > 1 and stats.get("rank", 0) != 0:
+        print(f"rank {stats['rank']} of {stats['world']}: its chunks are written; rank 0 merges them")
+        return 0
     print(f"described {stats['described']} of {stats['pending']} pending cells into {stats['target']} "
           f"({stats['empty']} empty, {stats['unreadable']} unreadable images, {stats['missing']} image files missing, "
           f"{stats['no_image']} cells without image)")

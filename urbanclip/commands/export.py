@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_file
+
+    check_out_file(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     from urbanclip.data.workspace import atomic_write_bytes
     from urbanclip.errors import UserError
     from urbanclip.services.export import REPORT_FORMATS, check_format, export_report, format_from_path, write_cells

@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    if args.out:
+        check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     import json
 
     from urbanclip.data.workspace import Workspace

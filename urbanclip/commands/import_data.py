@@ -22,10 +22,32 @@ def _grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--city", required=True, help="city name for the cells")
     p.add_argument("--cell-size", type=float, default=1000.0, help="cell side in metres (default 1000)")
     p.add_argument("--tile-px", type=int, default=256, help="image size per cell in pixels (default 256)")
-    p.add_argument("--min-valid", type=float, default=0.95, help="skip cells with less imagery than this fraction")
+    p.add_argument("--min-valid", type=float, default=0.95,
+                   help="skip cells with less imagery than this fraction (default 0.95); kept cells with any hole "
+                        "are flagged partial_imagery and every cell's share is in the valid_fraction column")
+    p.add_argument("--min-kept", type=float, default=0.5,
+                   help="fail (exit 2, nothing written) when fewer than this fraction of the cells are kept (default 0.5)")
     p.add_argument("--indicator", action="append", default=[], metavar="NAME=PATH[:sum|mean]",
                    help="indicator raster aggregated per cell, e.g. population=worldpop.tif (repeatable); "
                         "default aggregation: sum for population/gdp/carbon and unknown names")
+
+
+def _fetching(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", help="tile cache folder (default $URBANCLIP_HOME/tile-cache)")
+    p.add_argument("--rate-limit", type=float, default=4.0, help="max requests per second (default 4)")
+    p.add_argument("--retries", type=int, default=3, help="retries per tile on 5xx/timeouts (default 3)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds per request (default 20)")
+    p.add_argument("--max-failures", type=int, default=5,
+                   help="stop with an error after this many tiles failed in a row (provider down; default 5)")
+    p.add_argument("--recheck-absent", action="store_true",
+                   help="ask the provider again for tiles it answered 404 before (cached as absent)")
+
+
+def _fetch_config(args: argparse.Namespace):
+    from urbanclip.data.importers.xyz import FetchConfig
+
+    return FetchConfig(rate_limit_per_s=args.rate_limit, retries=args.retries, timeout=args.timeout,
+                       max_consecutive_failures=args.max_failures, recheck_absent=args.recheck_absent)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,11 +62,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--images", help="images folder (default RELEASE_DIR/images)")
     r.add_argument("--datum", choices=("auto", "bd09", "wgs84"), default="auto",
                    help="how to read the 'WGS84 coordinate' column (default auto: detects BD09 values)")
+    r.add_argument("--tiles-template", metavar="URL",
+                   help="fetch images missing from --images by their tile name, e.g. "
+                        "http://host/tiles/{z}/{x}/{y}.jpg (16_<x>_<y>_s.jpg -> z=16); cached like `import xyz`")
+    _fetching(r)
     _common(r)
 
     g = sub.add_parser("geotiff", help="RGB GeoTIFF mosaic cut into square cells",
                        description="Cut an RGB GeoTIFF (any CRS, >= 3 bands) into square cells; aggregate indicator rasters.")
     g.add_argument("mosaic", help="RGB GeoTIFF")
+    g.add_argument("--bands", help="band numbers read as R,G,B, e.g. 4,3,2 for Landsat 8 (default: the file's "
+                                   "red/green/blue colour tags, else 1,2,3)")
+    g.add_argument("--nodata", default="auto",
+                   help="pixel value that is not imagery (in R, G and B), or 'none'; default auto: the file's nodata "
+                        "tag, else a constant fill detected along the edges (reported)")
     _grid(g)
     _common(g)
 
@@ -53,10 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     x.add_argument("--bbox", required=True, help="west,south,east,north in degrees")
     x.add_argument("--zoom", type=int, help="tile zoom (default: fine enough for --tile-px per cell)")
     x.add_argument("--template", help="tile URL template with {z} {x} {y} (default Esri World Imagery)")
-    x.add_argument("--cache-dir", help="tile cache folder (default $URBANCLIP_HOME/tile-cache)")
-    x.add_argument("--rate-limit", type=float, default=4.0, help="max requests per second (default 4)")
-    x.add_argument("--retries", type=int, default=3, help="retries per tile on 5xx/timeouts (default 3)")
-    x.add_argument("--timeout", type=float, default=20.0, help="seconds per request (default 20)")
+    _fetching(x)
     _grid(x)
     _common(x)
 
@@ -76,6 +104,33 @@ def _indicators(items: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return paths, aggs
 
 
+def parse_bands(text: str | None) -> tuple[int, int, int] | None:
+    from urbanclip.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        bands = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        bands = ()
+    if len(bands) != 3 or min(bands) < 1:
+        raise UserError(f"--bands {text!r}: expected three band numbers R,G,B counted from 1, e.g. 4,3,2")
+    return bands
+
+
+def parse_nodata(text: str) -> float | str | None:
+    from urbanclip.errors import UserError
+
+    if text.strip().lower() == "none":
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--nodata {text!r}: expected a number, 'none' or 'auto'") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from urbanclip.errors import UserError
 
@@ -85,26 +140,29 @@ def run(args: argparse.Namespace) -> int:
 
         cities = [c.strip() for c in args.cities.split(",") if c.strip()] if args.cities else None
         ws, report = import_release(args.release_dir, cities=cities, csv=args.csv, captions=args.captions,
-                                    images_dir=args.images, datum=args.datum, **common)
+                                    images_dir=args.images, datum=args.datum, tiles_template=args.tiles_template,
+                                    cache_dir=args.cache_dir, fetch=_fetch_config(args), **common)
     elif args.source == "geotiff":
         from urbanclip.data.importers.geotiff import import_geotiff
 
         paths, aggs = _indicators(args.indicator)
         ws, report = import_geotiff(args.mosaic, cell_size_m=args.cell_size, city=args.city, indicator_rasters=paths,
-                                    aggregations=aggs, tile_px=args.tile_px, min_valid=args.min_valid, **common)
+                                    aggregations=aggs, tile_px=args.tile_px, min_valid=args.min_valid,
+                                    bands=parse_bands(args.bands), nodata=parse_nodata(args.nodata),
+                                    min_kept=args.min_kept, **common)
     else:
-        from urbanclip.data.importers.xyz import DEFAULT_TEMPLATE, FetchConfig, import_xyz
+        from urbanclip.data.importers.xyz import DEFAULT_TEMPLATE, import_xyz
 
         try:
             bbox = tuple(float(v) for v in args.bbox.split(","))
         except ValueError:
             raise UserError(f"--bbox {args.bbox!r}: expected four numbers west,south,east,north") from None
         paths, aggs = _indicators(args.indicator)
-        fetch = FetchConfig(rate_limit_per_s=args.rate_limit, retries=args.retries, timeout=args.timeout)
+        fetch = _fetch_config(args)
         ws, report = import_xyz(bbox, city=args.city, cell_size_m=args.cell_size, zoom=args.zoom,
                                 template=args.template or DEFAULT_TEMPLATE, tile_px=args.tile_px,
                                 cache_dir=args.cache_dir, fetch=fetch, indicator_rasters=paths, aggregations=aggs,
-                                min_valid=args.min_valid, **common)
+                                min_valid=args.min_valid, min_kept=args.min_kept, **common)
     print(report.summary())
     print(ws.summary())
     return 0

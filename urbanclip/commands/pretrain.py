@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     import dataclasses
     from pathlib import Path
 

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urbanclip.paths import check_out_folder
+
+    check_out_folder(args.out)  # before any work: a bad --out is an error, not a traceback at the end
     from urbanclip.data.workspace import Workspace
     from urbanclip.evaluation.encoders import parse_opts
     from urbanclip.evaluation.transfer import run_transfer

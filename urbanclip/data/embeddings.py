@@ -8,6 +8,9 @@ Probes, transfer, search and the app all read embeddings through
 
 so changing an image or a description (new fingerprint) or the checkpoint /
 baseline config (new key) recomputes, and anything else is a file read.
+
+`embed_sharded` fills the same cache in resumable chunks, split over the
+processes of `torchrun` (`python -m urbanclip embed`), for national-scale grids.
 """
 
 from __future__ import annotations
@@ -107,4 +110,57 @@ def cached_embeddings(workspace: Workspace, encoder, refresh: bool = False) -> E
     atomic_write_bytes(vec_path, buf.getvalue())
     atomic_write_json(ids_path, {"key": encoder.key, "fingerprint": fp, "label": getattr(encoder, "label", encoder.key),
                                  "dim": int(vectors.shape[1]), "seconds": round(time.time() - t0, 2), "cell_ids": ids})
+    return EmbeddingTable(ids, vectors)
+
+
+def embed_sharded(workspace: Workspace, encoder, shard=None, chunk_size: int = 1024, refresh: bool = False,
+                  on_chunk=None) -> EmbeddingTable | None:
+    """Fill the embedding cache of `encoder` chunk by chunk, this process taking every N-th chunk.
+
+    Chunks are `.npy` files in `W/cache/embeddings/<stem>.parts/` (kept across
+    interruptions: a rerun computes only the missing ones, with any number of
+    processes). Rank 0 waits for all chunks, writes the one cache file that
+    `cached_embeddings` reads and returns the table; other ranks return None.
+    `on_chunk(done, total)` reports progress.
+    """
+    from urbanclip.data.shards import ChunkStore, Shard, chunks
+
+    shard = shard or Shard.from_env()
+    if chunk_size < 1:
+        raise UserError("--chunk-size must be at least 1")
+    fp = workspace.fingerprint()
+    vec_path, ids_path = cache_paths(workspace, encoder, fp)
+    if not refresh and vec_path.is_file() and ids_path.is_file():
+        return cached_embeddings(workspace, encoder) if shard.is_main else None
+    ids = embeddable_cells(workspace, encoder)
+    if not ids:
+        raise UserError(f"workspace {workspace.root} has no cells with images to embed; import imagery first")
+    parts = list(chunks(ids, chunk_size))
+    store = ChunkStore(vec_path.with_suffix(".parts"))
+    names = [f"{i:06d}-of-{len(parts):06d}-{chunk_size}" for i in range(len(parts))]
+    t0 = time.time()
+    mine = shard.take(list(range(len(parts))))
+    for n, i in enumerate(mine):
+        if not store.has(names[i], ".npy"):
+            vectors = np.asarray(encoder.embed(workspace, parts[i]), dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(parts[i]):
+                raise RuntimeError(f"encoder {encoder.key} returned shape {vectors.shape} for {len(parts[i])} cells")
+            if not np.isfinite(vectors).all():
+                raise UserError(f"encoder {encoder.key} produced NaN/inf embeddings; the model or baseline diverged, retrain it")
+            buf = io.BytesIO()
+            np.save(buf, vectors, allow_pickle=False)
+            store.write_bytes(names[i], buf.getvalue(), ".npy")
+        if on_chunk is not None:
+            on_chunk(n + 1, len(mine))
+    if not shard.is_main:
+        return None
+    store.wait(lambda: all(store.has(n, ".npy") for n in names))
+    vectors = np.concatenate([np.load(store.path(n, ".npy"), allow_pickle=False) for n in names], axis=0)
+    buf = io.BytesIO()
+    np.save(buf, vectors, allow_pickle=False)
+    atomic_write_bytes(vec_path, buf.getvalue())
+    atomic_write_json(ids_path, {"key": encoder.key, "fingerprint": fp, "label": getattr(encoder, "label", encoder.key),
+                                 "dim": int(vectors.shape[1]), "seconds": round(time.time() - t0, 2), "cell_ids": ids,
+                                 "processes": shard.world, "chunk_size": chunk_size})
+    store.remove()
     return EmbeddingTable(ids, vectors)

@@ -7,6 +7,8 @@ edge, column 0 the western edge, matching image row/column order.
 
 from __future__ import annotations
 
+import math
+
 import geopandas as gpd
 import numpy as np
 from pyproj import CRS
@@ -23,6 +25,15 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
     if not infos:
         raise UserError(f"no UTM zone covers lon={lon}, lat={lat}; check the coordinates")
     return CRS.from_epsg(infos[0].code)
+
+
+def whole_cells(length_m: float, cell_size_m: float) -> int:
+    """How many whole cells of `cell_size_m` fit in `length_m`.
+
+    Forgives floating-point dust from reprojection: 11999.9999999994 m holds
+    twelve 1 km cells, not eleven (tolerance: a millionth of a cell).
+    """
+    return int(math.floor(length_m / cell_size_m + 1e-6))
 
 
 def square_grid(city: str, west: float, north: float, n_rows: int, n_cols: int, cell_size_m: float,
@@ -56,7 +67,7 @@ def grid_over_bounds(city: str, bounds_lonlat: tuple[float, float, float, float]
     corners = gpd.GeoSeries.from_xy([west, east], [north, south], crs="EPSG:4326").to_crs(utm)
     width = corners.iloc[1].x - corners.iloc[0].x
     height = corners.iloc[0].y - corners.iloc[1].y
-    n_cols, n_rows = int(width // cell_size_m), int(height // cell_size_m)
+    n_cols, n_rows = whole_cells(width, cell_size_m), whole_cells(height, cell_size_m)
     if n_rows < 1 or n_cols < 1:
         raise UserError(f"bbox {bounds_lonlat} is smaller than one {cell_size_m:g} m cell")
     return square_grid(city, west, north, n_rows, n_cols, cell_size_m, id_format)

@@ -48,3 +48,31 @@ def to_model_scale(raw: np.ndarray) -> np.ndarray:
 def from_model_scale(logged: np.ndarray) -> np.ndarray:
     """Inverse of `to_model_scale`."""
     return np.expm1(np.asarray(logged, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------
+# values that look like a cap or a fill, not a measurement
+
+SUSPECT_SHARE = 0.05  # one exact non-zero value in at least this share of the known values...
+SUSPECT_MIN_CELLS = 20  # ...and at least this many cells
+SUSPECT_FLAG = "suspect_value:{name}"
+
+
+def suspect_fill_value(raw: np.ndarray) -> tuple[float, int, float] | None:
+    """(value, cells, share) when one exact non-zero value is shared by a large part of the known values.
+
+    Measured quantities almost never repeat exactly; a value carried by many cells
+    is a cap or a fill of the source (the UrbanCLIP release has GDP exactly 10000.0
+    in 2,684 of 16,526 cells). Zero is not suspect: no people, no emissions. The
+    values stay in the workspace; they are flagged so sums and probes can say so.
+    """
+    v = np.asarray(raw, dtype=np.float64)
+    v = v[np.isfinite(v) & (v != 0)]
+    if v.size < SUSPECT_MIN_CELLS:
+        return None
+    uniq, counts = np.unique(v, return_counts=True)
+    k = int(np.argmax(counts))
+    share = float(counts[k] / v.size)
+    if counts[k] >= SUSPECT_MIN_CELLS and share >= SUSPECT_SHARE:
+        return float(uniq[k]), int(counts[k]), share
+    return None

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from urbanclip.data.indicators import TARGET_TRANSFORM, IndicatorSpec, to_model_scale
+from urbanclip.data.indicators import SUSPECT_FLAG, TARGET_TRANSFORM, IndicatorSpec, suspect_fill_value, to_model_scale
 from urbanclip.data.splits import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_FRACTIONS,
@@ -300,14 +300,15 @@ class WorkspaceBuilder:
     """
 
     def __init__(self, root: Path | str, overwrite: bool = False):
-        self.root = Path(root).expanduser().resolve()
-        if self.root.exists() and not overwrite:
-            raise UserError(f"{self.root} already exists; choose another folder or pass --overwrite")
-        if self.root.exists() and not (self.root / MANIFEST).exists() and any(self.root.iterdir()):
-            raise UserError(f"{self.root} exists, is not empty and is not a workspace; refusing to replace it")
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = self.root.parent / f".{self.root.name}.staging-{uuid.uuid4().hex[:8]}"
-        self.staging.mkdir()
+        self.root = check_out_dir(root, overwrite)
+        remove_stale_staging(self.root)
+        self.staging = self.root.parent / f".{self.root.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+        except OSError as e:
+            raise UserError(f"--out {self.root}: cannot create a folder there ({e.strerror or e}); "
+                            "choose a folder you can write to") from None
         self._done = False
 
     def __enter__(self) -> "WorkspaceBuilder":
@@ -352,13 +353,88 @@ class WorkspaceBuilder:
         atomic_write_json(self.staging / MANIFEST, manifest.to_dict())
         trash = None
         if self.root.exists():
-            trash = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
+            trash = self.root.parent / f".{self.root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(self.root, trash)
         os.replace(self.staging, self.root)
         self._done = True
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         return Workspace(self.root, cells, manifest)
+
+
+def set_flag(flags: pd.Series, mask: np.ndarray, flag: str) -> pd.Series:
+    """`flags` with `flag` added where `mask` is true and removed elsewhere (other flags untouched)."""
+    out = []
+    for f, on in zip(flags.fillna("").astype(str), np.asarray(mask, dtype=bool)):
+        parts = [p for p in f.split(";") if p and p != flag]
+        out.append(";".join(parts + [flag] if on else parts))
+    return pd.Series(out, index=flags.index, dtype=object)
+
+
+def flag_suspect_values(cells: pd.DataFrame, manifest: Manifest, names: Iterable[str], report=None) -> dict[str, dict]:
+    """Flag cells whose indicator holds a value that looks capped or filled (`indicators.suspect_fill_value`).
+
+    Each cell gets `suspect_value:<name>` in `flags`; `manifest.extra["suspect_values"][name]`
+    records the value, how many cells carry it and why, so the app and reports can
+    show them as such. Returns what was found. `report` (an ImportReport) gets a warning.
+    """
+    found = {}
+    store = manifest.extra.setdefault("suspect_values", {})
+    for name in names:
+        flag = SUSPECT_FLAG.format(name=name)
+        vals = pd.to_numeric(cells[name], errors="coerce").to_numpy(dtype=np.float64)
+        hit = suspect_fill_value(vals)
+        mask = np.zeros(len(cells), dtype=bool) if hit is None else vals == hit[0]
+        cells["flags"] = set_flag(cells["flags"] if "flags" in cells else pd.Series("", index=cells.index), mask, flag)
+        if hit is None:
+            store.pop(name, None)
+            continue
+        value, n, share = hit
+        found[name] = store[name] = {
+            "value": value, "cells": n, "share_of_nonzero": round(share, 4), "flag": flag,
+            "note": f"{n} cells ({share:.0%} of the known non-zero values) hold exactly {value:g}: probably a cap "
+                    "or fill value of the source, not a measurement"}
+        if report is not None:
+            report.warn(f"indicator {name!r}: {found[name]['note']}; flagged {flag}")
+    if not store:
+        manifest.extra.pop("suspect_values", None)
+    return found
+
+
+def check_out_dir(root: Path | str, overwrite: bool = False) -> Path:
+    """The resolved `--out` folder of a new workspace, or UserError saying what is wrong with it.
+
+    Importers call it before any slow work (downloads), so a bad `--out` fails in
+    a second, not after an hour.
+    """
+    from urbanclip.paths import check_out_folder
+
+    root = check_out_folder(root)
+    if root.exists() and not overwrite:
+        raise UserError(f"{root} already exists; choose another folder or pass --overwrite")
+    if root.exists() and not (root / MANIFEST).exists() and any(root.iterdir()):
+        raise UserError(f"{root} exists, is not empty and is not a workspace; refusing to replace it")
+    return root
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove staging / trash folders of `root` left by processes that no longer exist (killed hard)."""
+    removed = []
+    if not root.parent.is_dir():
+        return removed
+    for p in root.parent.glob(f".{root.name}.*-*"):
+        kind, _, rest = p.name[len(root.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("staging", "old") or not pid.isdigit() or not p.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        except OSError:
+            pass  # alive, owned by someone else
+    return removed
 
 
 def _safe_name(name: str) -> str:
@@ -505,6 +581,10 @@ class Workspace:
 
     def sentences(self, cell_id: str, column: str = "text_raw") -> list[str]:
         return split_sentences(self.cell(cell_id)[column])
+
+    def suspect_values(self) -> dict[str, dict]:
+        """Indicator -> the value that looks capped or filled, and how many cells hold it (see flag_suspect_values)."""
+        return dict(self.manifest.extra.get("suspect_values", {}))
 
     def text_column(self) -> str:
         """The description column training should use: refined when present, else raw."""

@@ -185,8 +185,11 @@ def build_model(ckpt: dict[str, Any]) -> Any:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """The model of a run folder or checkpoint file, in eval mode with its tokenizer attached."""
-    model = build_model(read_checkpoint(path))
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt)
     model.checkpoint_path = resolve(path)
+    # where it was trained (the app notes a model from another workspace or domain)
+    model.train_provenance = {"workspace_fingerprint": ckpt.get("workspace_fingerprint"), **(ckpt.get("extra") or {})}
     return model.to(device).eval()
 
 

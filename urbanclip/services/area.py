@@ -71,6 +71,7 @@ class AreaIndicator:
     observed_cells: int          # cells with a known value
     predicted: float | None      # None when there are no predictions
     predicted_cells: int
+    suspect_cells: int = 0       # cells whose observed value looks capped / filled (included in `observed`)
 
 
 @dataclass
@@ -243,7 +244,9 @@ def indicator_totals(ctx: AppContext, cell_ids: Sequence[str]) -> list[AreaIndic
         if pred_all is not None:
             p, n_pred = _aggregate(np.asarray(pred_all, dtype=np.float64)[idx], how)
             pred = p if n_pred else None
-        out.append(AreaIndicator(name, spec.label, spec.unit, how, obs, n_obs, pred, n_pred))
+        flag = ws.suspect_values().get(name, {}).get("flag")
+        suspect = int(ws.cells["flags"].iloc[idx].str.split(";").apply(lambda f: flag in f).sum()) if flag else 0
+        out.append(AreaIndicator(name, spec.label, spec.unit, how, obs, n_obs, pred, n_pred, suspect))
     return out
 
 
@@ -397,6 +400,11 @@ def summarise_area(ctx: AppContext, cell_ids: Sequence[str], selection: str = "c
     partial = [iv.label for iv in indicators if 0 < iv.observed_cells < len(ids)]
     if partial:
         notes.append(f"Observed values are unknown for some cells ({', '.join(partial)}): sums cover known cells only.")
+    for iv in indicators:
+        if iv.suspect_cells:
+            info = ws.suspect_values()[iv.name]
+            notes.append(f"{iv.suspect_cells} of these cells hold {iv.label} exactly {info['value']:,.0f}, probably a cap "
+                         f"or fill value of the source: the observed {iv.aggregation} includes them as they are.")
     phrases, dnote = combined_description(ctx, ids) if describe else ([], "Combined description switched off.")
     similar, snote, shape = similar_areas(ctx, ids, k=k)
     return AreaSummary(city=city, cell_ids=ids, selection=selection, rule=SELECTION_RULE, area_km2=area_km2(ws, ids),

@@ -27,6 +27,9 @@ ACTIVE_MODEL_FILE = "active_model.json"
 SHIPPED_MODEL_DIR = paths.shipped_model_dir()
 
 FALLBACK_ENCODER = "pca"  # training-free baseline used for look-alikes when no model is active
+# a probe is fitted (and its predictions shown) only with this many labelled, imaged training cells:
+# the release's 24 imaged cells give 15 train / 6 val / 3 test, and such a probe predicts a near-constant
+MIN_PROBE_TRAIN = 200
 
 Progress = Callable[[str], None]
 
@@ -100,6 +103,10 @@ class AppContext:
     # indicator -> (lower, upper) of the prediction interval, raw scale, aligned with workspace.cells
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     interval_level: float | None = None     # nominal coverage of `intervals`, e.g. 0.8
+    # indicator -> cells with imagery and an observed value per split: what a probe could learn from
+    probe_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    prediction_notes: dict[str, str] = field(default_factory=dict)  # indicator -> why it has no prediction
+    model_note: str = ""                    # where the active model was trained, when not on this workspace
     notes: list[str] = field(default_factory=list)      # what is unavailable and why
     _row: dict[str, int] = field(default_factory=dict, repr=False)
     _generated: dict[str, str] = field(default_factory=dict, repr=False)
@@ -135,14 +142,21 @@ class AppContext:
 
 
 def load_context(root: Path | None = None, model_path: Path | None | str = "active",
-                 fit_missing_probes: bool = True, progress: Progress = _quiet) -> AppContext:
+                 fit_missing_probes: bool = True, progress: Progress = _quiet,
+                 min_probe_train: int = MIN_PROBE_TRAIN) -> AppContext:
     """Load workspace, model, embeddings, index and probe heads once.
 
     model_path="active" resolves the active model; None means "no model".
     Missing pieces become notes, never exceptions (except a missing workspace).
+    Probes are fitted only for indicators with `min_probe_train` labelled imaged
+    training cells; the others get a note saying why they have no prediction.
     """
     ws = ensure_workspace(root, progress)
     ctx = AppContext(workspace=ws)
+    if not ws.indicator_names:
+        ctx.notes.append("This workspace has no indicators (imagery imports make none): the map, descriptions, "
+                         "look-alikes and search work; add population, GDP, ... with `python -m urbanclip attach "
+                         f"raster|table ... --workspace {ws.root}`.")
     path = active_model_path() if model_path == "active" else (Path(model_path) if model_path else None)
     if path is None:
         ctx.notes.append("No trained model yet: showing observed indicators only. Train one on the Train page "
@@ -158,6 +172,9 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
         progress(f"Loading model {path}...")
         ctx.model = load_model(path)
         ctx.model_path = Path(path)
+        ctx.model_note = model_domain_note(ws, ctx.model, Path(path))
+        if ctx.model_note:
+            ctx.notes.append(ctx.model_note)
     except UserError as e:
         ctx.notes.append(f"Model not loaded: {e}")
         return ctx
@@ -167,8 +184,37 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
     _attach_embeddings(ctx, progress)
     if ctx.vectors is not None:
         _attach_index(ctx)
-        _attach_predictions(ctx, fit_missing_probes, progress)
+        _attach_predictions(ctx, fit_missing_probes, progress, min_probe_train)
     return ctx
+
+
+def model_domain_note(ws: Workspace, model: Any, path: Path) -> str:
+    """A note when the model was trained on another workspace or another domain ('' when not).
+
+    Read from the checkpoint's provenance (`extra`: the workspace it was trained
+    on, its name, whether it was synthetic); the shipped model is the synthetic demo's.
+    """
+    prov = dict(getattr(model, "train_provenance", None) or {})
+    try:
+        shipped = Path(path).resolve().is_relative_to(SHIPPED_MODEL_DIR.resolve())
+    except OSError:
+        shipped = False
+    if shipped:
+        prov.setdefault("synthetic", True)
+        prov.setdefault("workspace_name", "the synthetic demo")
+    trained_on = prov.get("workspace")
+    same = trained_on is not None and Path(trained_on).expanduser().resolve() == ws.root.resolve()
+    if same:
+        return ""
+    where = prov.get("workspace_name") or trained_on or "an unknown workspace (the checkpoint does not say)"
+    synthetic = prov.get("synthetic")
+    if synthetic and not ws.manifest.synthetic:
+        return (f"The active model ({path}) was trained on {where}, which is SYNTHETIC, not on this real workspace: "
+                "its descriptions, look-alikes and any predictions reflect generated tiles, not this city. Train "
+                "one here (Train page, or `python -m urbanclip pretrain --workspace "
+                f"{ws.root} --out RUN`) before reading them.")
+    return (f"The active model ({path}) was trained on another workspace ({where}), not on this one: its "
+            "embeddings and descriptions carry that data's domain.")
 
 
 def _attach_embeddings(ctx: AppContext, progress: Progress, spec: str | None = None) -> None:
@@ -204,11 +250,38 @@ def probe_dir(ctx: AppContext) -> Path:
     return ctx.workspace.cache_dir / "app-probes" / f"{key}-{ctx.fingerprint}"
 
 
-def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) -> None:
+def probe_cell_counts(ctx: AppContext, indicator: str) -> dict[str, int]:
+    """Cells a probe of `indicator` could use, per split: embedded (imaged) and with an observed value."""
     ws = ctx.workspace
-    known = [k for k in ws.indicator_names if ws.cells[k].notna().sum() >= 10]
+    embedded = ws.cells["cell_id"].isin(set(ctx.cell_ids)).to_numpy()
+    known = np.isfinite(ws.cells[indicator].to_numpy(dtype=np.float64))
+    split = ws.cells["split"].astype(str).to_numpy()
+    return {s: int((embedded & known & (split == s)).sum()) for s in ("train", "val", "test")}
+
+
+def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress,
+                        min_train: int = MIN_PROBE_TRAIN) -> None:
+    ws = ctx.workspace
+    if not ws.indicator_names:
+        return
+    known = []
+    for k in ws.indicator_names:
+        n = ctx.probe_counts[k] = probe_cell_counts(ctx, k)
+        if n["train"] >= min_train and n["val"] >= 3 and n["test"] >= 3:
+            known.append(k)
+        else:
+            ctx.prediction_notes[k] = (
+                f"no prediction: only {n['train']} train / {n['val']} val / {n['test']} test cells have both "
+                f"imagery and an observed value, and a probe needs at least {min_train} training cells to be "
+                "worth showing")
+    if ctx.prediction_notes:
+        missing = sorted(ctx.prediction_notes)
+        n = ctx.probe_counts[missing[0]]
+        ctx.notes.append(f"No predictions for {', '.join(missing)}: a probe needs at least {min_train} labelled "
+                         f"training cells with imagery, this workspace has {n['train']} (train) / {n['val']} (val) / "
+                         f"{n['test']} (test) for {missing[0]}. Fetch imagery for more cells (`import release "
+                         "--tiles-template`, `import xyz`) or attach indicators (`attach`).")
     if not known:
-        ctx.notes.append("The workspace has too few observed indicator values to train probes: no predictions.")
         return
     try:
         from urbanclip.evaluation.probe import ProbeConfig, ProbeHeads, fit_probes
@@ -222,6 +295,8 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
             # cached before prediction intervals existed: refit once (the cache is ours to redo)
             ctx.notes.append("The cached probe heads predate prediction intervals; they were refitted with intervals.")
             heads = None
+        if heads is not None and fit_missing and not set(known) <= set(heads.predict(ctx.vectors[:1])):
+            heads = None  # cached for fewer indicators (an indicator was attached since): refit
         if heads is None and fit_missing:
             progress("Fitting indicator probes on the frozen embeddings (first start only)...")
             from urbanclip.data.embeddings import EmbeddingTable
@@ -253,7 +328,9 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
         return out
 
     for name, values in pred.items():
-        ctx.predictions[name] = aligned(values)
+        if name in known:  # heads cached by an older version may cover indicators now below the minimum
+            ctx.predictions[name] = aligned(values)
     for name, iv in with_iv.items():
-        ctx.intervals[name] = (aligned(iv.lower), aligned(iv.upper))
-        ctx.interval_level = iv.level
+        if name in known:
+            ctx.intervals[name] = (aligned(iv.lower), aligned(iv.upper))
+            ctx.interval_level = iv.level

@@ -90,9 +90,18 @@ class LayerData:
 
 
 def available_layers(ctx: AppContext) -> list[str]:
-    """The layers worth offering: prediction layers only with probes, 'uncertainty' only with intervals."""
-    needs = {"predicted": ctx.has_predictions, "residual": ctx.has_predictions, "uncertainty": ctx.has_intervals}
+    """The layers worth offering: indicator layers only with indicators, prediction layers only with
+    probes, 'uncertainty' only with intervals."""
+    has_ind = bool(ctx.workspace.indicator_names)
+    needs = {"observed": has_ind, "predicted": has_ind and ctx.has_predictions,
+             "residual": has_ind and ctx.has_predictions, "uncertainty": has_ind and ctx.has_intervals}
     return [name for name in LAYERS if needs.get(name, True)]
+
+
+def default_indicator(ws) -> str | None:
+    """The indicator the map starts with: population when present, else the first, else None (none at all)."""
+    names = ws.indicator_names
+    return "population" if "population" in names else (names[0] if names else None)
 
 
 def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = None,
@@ -113,6 +122,8 @@ def layer_data(ctx: AppContext, city: str, layer: str, indicator: str | None = N
         vals = np.asarray(text_scores, dtype=np.float64)[mask]
         title = "text match score (cosine)" if ctx.has_model else "text match score (keyword TF-IDF)"
     else:
+        if indicator is None:
+            return None  # a workspace without indicators: the grid alone
         if indicator not in ws.manifest.indicators:
             raise UserError(f"indicator {indicator!r} is not in this workspace; it has {ws.indicator_names}")
         spec = ws.manifest.indicators[indicator]

@@ -21,6 +21,7 @@ from urbanclip.services.context import AppContext
 from urbanclip.text.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
 
 GROUNDING = GroundingConfig()  # side panel: 256 random tiles of the city, flag below the 50th percentile
+MIN_GROUNDING_REFERENCE = 50  # fewer tiles to compare with and a percentile says nothing ("better than 44% of 5")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class IndicatorValue:
     lower: float | None = None
     upper: float | None = None
     level: float | None = None      # nominal coverage of [lower, upper], e.g. 0.8
+    note: str = ""                  # why there is no prediction, or why the observed value is suspect
 
 
 @dataclass
@@ -67,6 +69,17 @@ class CellProfile:
     timings_ms: dict[str, float] = field(default_factory=dict)
     grounding: DescriptionGrounding | None = None         # of `generated` (None = not measurable)
     source_grounding: DescriptionGrounding | None = None  # of `source_description`
+    grounding_note: str = ""        # why grounding is not shown, when it could have been
+    indicator_note: str = ""        # e.g. the workspace has no indicators yet
+
+    @property
+    def interval_caption(self) -> str | None:
+        """The caption under the indicator table, only when some prediction carries an interval."""
+        levels = {iv.level for iv in self.indicators if iv.lower is not None and iv.level}
+        if not levels:
+            return None
+        return (f"Predictions carry their {max(levels):.0%} prediction interval (an ensemble of probe heads, "
+                "calibrated on held-out cells).")
 
 
 def _observed(ctx: AppContext, cell) -> dict[str, float]:
@@ -108,7 +121,31 @@ def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
     same_city = np.flatnonzero(np.asarray([city_of.get(c) == city for c in ctx.cell_ids]))
     rows = reference_rows(same_city, city, cfg)
     rows = rows[np.asarray([ctx.cell_ids[r] != cell_id for r in rows], dtype=bool)]
+    if len(rows) < MIN_GROUNDING_REFERENCE:
+        return None  # a percentile among a handful of tiles means nothing (see grounding_note)
     return ground_description(model, vec, ctx.vectors[rows], sentences, cfg)
+
+
+def grounding_note(ctx: AppContext, cell_id: str) -> str:
+    """Why no grounding is shown although the model could measure it: too few tiles of the city to compare with."""
+    if ctx.model is None or not getattr(ctx.model, "has_text", False) or ctx.vector_of(cell_id) is None:
+        return ""
+    city = ctx.workspace.cell(cell_id)["city"]
+    city_of = dict(zip(ctx.workspace.cells["cell_id"], ctx.workspace.cells["city"]))
+    n = sum(1 for c in ctx.cell_ids if city_of.get(c) == city and c != cell_id)
+    if n >= MIN_GROUNDING_REFERENCE:
+        return ""
+    return (f"Grounding not shown: only {n} other tiles of {city} have imagery, and a description is compared "
+            f"with at least {MIN_GROUNDING_REFERENCE} to say whether it fits its own tile better than others.")
+
+
+def suspect_note(ws, name: str, cell) -> str:
+    """The caveat of an observed value that looks like a cap or fill of the source ('' when it does not)."""
+    info = ws.suspect_values().get(name)
+    if not info or info["flag"] not in str(cell["flags"]).split(";"):
+        return ""
+    return (f"observed {info['value']:,.0f} is held by {info['cells']:,} cells: probably a cap or fill value of "
+            "the source, not a measurement")
 
 
 def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,
@@ -148,10 +185,13 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
         p = None if pred is None or not math.isfinite(pred[i]) else float(pred[i])
         lo, hi = ctx.intervals.get(name, (None, None))
         has_iv = p is not None and lo is not None and math.isfinite(lo[i]) and math.isfinite(hi[i])
+        note = suspect_note(ws, name, cell) or (ctx.prediction_notes.get(name, "") if p is None else "")
         indicators.append(IndicatorValue(name=name, label=spec.label, unit=spec.unit,
                                          observed=float(cell[name]), predicted=p,
                                          lower=float(lo[i]) if has_iv else None, upper=float(hi[i]) if has_iv else None,
-                                         level=ctx.interval_level if has_iv else None))
+                                         level=ctx.interval_level if has_iv else None, note=note))
+    indicator_note = "" if indicators else (
+        "This workspace has no indicators yet; attach some with `python -m urbanclip attach raster|table ...`.")
     t1 = time.perf_counter()
 
     if ctx.vectors is None:
@@ -192,15 +232,21 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
         indicators=indicators, similar=similar, similar_note=similar_note,
         timings_ms={"lookup": (t1 - t0) * 1e3, "similar": (t2 - t1) * 1e3, "generate": (t3 - t2) * 1e3,
                     "grounding": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
-        grounding=grounding, source_grounding=source_grounding)
+        grounding=grounding, source_grounding=source_grounding,
+        grounding_note="" if (grounding or source_grounding) else grounding_note(ctx, cell_id),
+        indicator_note=indicator_note)
 
 
 def indicator_table(prof: CellProfile) -> pd.DataFrame:
-    """The panel's indicator table: one row per indicator, predicted (with interval) beside observed."""
-    return pd.DataFrame({"Indicator": [iv.label for iv in prof.indicators],
-                         "Predicted": [format_prediction(iv) for iv in prof.indicators],
-                         "Observed": [format_value(iv.observed, iv.unit) for iv in prof.indicators]}
-                        ).set_index("Indicator")
+    """The panel's indicator table: one row per indicator, predicted (with interval) beside observed,
+    and a Note column when a value is missing for a reason or looks capped."""
+    table = pd.DataFrame({"Indicator": [iv.label for iv in prof.indicators],
+                          "Predicted": [format_prediction(iv) for iv in prof.indicators],
+                          "Observed": [format_value(iv.observed, iv.unit) + (" (cap/fill?)" if "cap or fill" in iv.note else "")
+                                       for iv in prof.indicators]})
+    if any(iv.note for iv in prof.indicators):
+        table["Note"] = [iv.note for iv in prof.indicators]
+    return table.set_index("Indicator")
 
 
 def format_prediction(iv: IndicatorValue) -> str:

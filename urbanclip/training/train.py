@@ -169,9 +169,14 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
     text_column = cfg.text_column or ws.text_column()
     train = load_tiles(ws, "train", model_cfg.image_size, text_column, require_text=not cfg.image_only)
     if len(train) < 2 * env.world_size:
-        raise UserError(f"workspace {ws.root} has {len(train)} training cells with an image"
-                        + ("" if cfg.image_only else f" and a description in {text_column!r}")
-                        + "; pretraining needs at least 2 per process")
+        msg = (f"workspace {ws.root} has {len(train)} training cells with an image"
+               + ("" if cfg.image_only else f" and a description in {text_column!r}")
+               + "; pretraining needs at least 2 per process")
+        if not cfg.image_only and len(load_tiles(ws, "train", 8, require_text=False, max_cells=2)) >= 2 * env.world_size:
+            msg += (". Its imaged cells have no descriptions: write them with `python -m urbanclip describe "
+                    f"--workspace {ws.root} --model CAPTIONER --only-missing`, or pretrain the image encoder "
+                    "alone (UrbanViT) with --image-only")
+        raise UserError(msg)
 
     # tokenizer: learnt from the training descriptions, or the resumed run's own
     tokenizer = None
@@ -218,7 +223,9 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
             ckptmod.save_checkpoint(path, model, step=step, epoch=step // steps_per_epoch, train_cfg=cfg,
                                     workspace_fingerprint=fingerprint, optimizer=None if half else optimizer,
                                     scheduler=None if half else scheduler, half=half,
-                                    extra={"workspace": str(ws.root), "text_column": text_column})
+                                    extra={"workspace": str(ws.root), "text_column": text_column,
+                                           "workspace_name": ws.name, "synthetic": bool(ws.manifest.synthetic),
+                                           "workspace_source": ws.manifest.source, "cities": ws.cities})
 
     if env.is_main:
         save_config(out / CONFIG_FILE, model_cfg, cfg)

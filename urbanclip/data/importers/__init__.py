@@ -33,10 +33,14 @@ class ImportReport:
     def flag(self, item: str, reason: str) -> None:
         self.flagged.append((item, reason))
 
+    def warn(self, message: str) -> None:
+        """Something the user should check (a default guessed from the data); printed as a note."""
+        self.notes.append(f"warning: {message}")
+
     def summary(self, examples: int = 3) -> str:
         """Human-readable summary; reasons are grouped with counts and a few example items."""
         lines = [f"imported from {self.source}: {self.cells} cells, {self.images} images, {self.texts} descriptions"]
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [n if n.startswith("warning: ") else f"note: {n}" for n in self.notes]
         for title, items in (("skipped", self.skipped), ("flagged (kept)", self.flagged)):
             if not items:
                 continue

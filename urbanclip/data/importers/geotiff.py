@@ -3,56 +3,75 @@
 The one cutting function, `cut_mosaic`, is shared with the XYZ importer (which
 stitches downloaded tiles into an in-memory GeoTIFF first).
 
+Bands. R, G, B are the bands tagged red/green/blue (GDAL colour interpretation),
+so a BGR-ordered file keeps its colours; without those tags bands 1, 2, 3 are
+read, with a warning when the file has more than three (e.g. a Landsat-8 scene,
+whose true colour is `--bands 4,3,2`).
+
+Nodata. A pixel is not imagery when its R, G and B all equal the nodata value:
+the `nodata` option, else the file's nodata tag, else (no tag, no alpha or mask
+band) a constant fill detected along the mosaic's edges (a zero-filled scene
+corner) and reported as a warning. Alpha / mask bands are honoured as well.
+
 Grid. Cells are laid out by `urbanclip.data.grid.square_grid` in the UTM zone of the
-mosaic's north-west corner, starting at that corner, so they are N metres
-square on the ground whatever the mosaic's CRS. Cells not fully inside the
-mosaic, or with less than `min_valid` of their pixels covered by imagery
-(nodata / alpha), are skipped and reported. Each cell is warped from the mosaic
-into a north-up `tile_px` x `tile_px` PNG (GDAL `average` when shrinking, so fine
-imagery does not alias; `bilinear` when enlarging). Non-8-bit imagery is
-stretched to 0..255 between its 2nd and 98th percentiles (one stretch for the
-whole mosaic, so cells stay comparable).
+mosaic's north-west corner (or of `anchor`, a lon/lat box, so a grid depends only
+on it), starting at that corner, so they are N metres square on the ground
+whatever the mosaic's CRS. Cells not fully inside the mosaic are skipped; each
+cell's `valid_fraction` (share of its pixels that are imagery) is recorded, cells
+below `min_valid` are skipped and cells with any hole are kept but flagged
+`partial_imagery`. Too few kept cells (`min_kept`) is an error, not a silent
+near-empty workspace. Each cell is warped from the mosaic into a north-up
+`tile_px` x `tile_px` PNG (GDAL `average` when shrinking, so fine imagery does not
+alias; `bilinear` when enlarging), nodata excluded from the averages.
 
-Indicator rasters are aggregated per cell following `IndicatorSpec.aggregation`:
+Colour. 8-bit imagery is display-ready and kept as is. Other imagery (e.g. 16-bit
+reflectance) is stretched to 0..255 per band between that band's 2nd and 98th
+percentiles over the *valid* pixels of the whole mosaic, computed once: fill does
+not wash the image out, bands do not cast a colour, and the tiles of one city
+stay comparable. The stretch is written to the manifest.
 
-* ``sum`` (counts and totals: population, GDP, carbon): each source pixel is
-  turned into a density per true m² (geodesic pixel area), resampled onto a fine
-  sub-grid of every cell with GDAL `average`, and integrated over the cell. This
-  conserves totals across CRSs and resolutions, including pixels that straddle a
-  cell edge (split by area).
-* ``mean`` (densities, rates): the area-weighted mean over the cell.
-
-Nodata (the raster's nodata value, or NaN) is "unknown": a cell with no valid
-pixel gets NaN; a partly covered cell is aggregated over its valid part (for
-WorldPop-style rasters, nodata marks water, where the count is 0). Negative
-values are refused, as they are in the workspace.
+Indicator rasters are aggregated per cell following `IndicatorSpec.aggregation`
+(``sum`` for counts and totals, ``mean`` for densities) by `urbanclip.data.zonal`,
+the one area-weighted zonal method (the same one `attach` uses); values that look
+capped or filled are flagged per cell (`workspace.flag_suspect_values`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import rasterio
 from pyproj import Geod
-from rasterio.enums import Resampling
-from rasterio.transform import from_bounds, from_origin
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.transform import from_bounds
 from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import from_bounds as window_from_bounds
 from shapely.geometry import box
 from tqdm import tqdm
 
-from urbanclip.data.grid import square_grid, utm_crs_for
+from urbanclip.data.grid import square_grid, utm_crs_for, whole_cells
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD, IndicatorSpec
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder
+from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir, flag_suspect_values
+from urbanclip.data.zonal import check_aggregation, zonal_raster
 from urbanclip.errors import UserError
 
 _GEOD = Geod(ellps="WGS84")
+AUTO = "auto"  # CutConfig.nodata: the file's tag, else a detected edge fill
+PARTIAL_FLAG = "partial_imagery"
+VALID_COLUMN = "valid_fraction"
+VALID_PROVENANCE = ("share of the cell's pixels that are imagery (not nodata, fill or transparent), "
+                    "measured on its warped tile; cells below it are flagged " + PARTIAL_FLAG)
+# edge-fill detection: the value must cover this share of the edge pixels and of the whole mosaic
+FILL_EDGE_SHARE = 0.02
+FILL_AREA_SHARE = 0.01
+FILL_EDGE_SHARE_UNUSUAL = 0.2  # for values other than 0 / the dtype's min / max
+SAMPLE_PX = 1024  # side of the decimated read used for the stretch and the fill detection
 
 
 @dataclass
@@ -62,7 +81,9 @@ class CutConfig:
     cell_size_m: float = 1000.0
     tile_px: int = 256
     min_valid: float = 0.95  # fraction of a cell's pixels that must carry imagery
-    max_subcells: int = 32  # sub-grid per cell side used to aggregate indicator rasters
+    bands: tuple[int, ...] | None = None  # 1-based band numbers read as R, G, B; None: from the colour tags
+    nodata: float | str | None = AUTO  # a value, None (every pixel is imagery) or AUTO
+    min_kept: float = 0.5  # fraction of the cells inside the mosaic that must be kept
 
     def check(self) -> None:
         if not self.cell_size_m > 0:
@@ -70,7 +91,13 @@ class CutConfig:
         if not 8 <= self.tile_px <= 4096:
             raise UserError(f"tile size must be 8..4096 px, got {self.tile_px}")
         if not 0 < self.min_valid <= 1:
-            raise UserError(f"min_valid must be in (0, 1], got {self.min_valid}")
+            raise UserError(f"--min-valid must be in (0, 1], got {self.min_valid}")
+        if not 0 <= self.min_kept <= 1:
+            raise UserError(f"--min-kept must be in [0, 1], got {self.min_kept}")
+        if self.bands is not None and (len(self.bands) != 3 or any(int(b) < 1 for b in self.bands)):
+            raise UserError(f"--bands must be three 1-based band numbers read as R,G,B (e.g. 4,3,2), got {self.bands}")
+        if self.nodata not in (AUTO, None) and not (isinstance(self.nodata, (int, float)) and not math.isinf(self.nodata)):
+            raise UserError(f"--nodata must be a number, 'none' or 'auto', got {self.nodata!r}")
 
 
 @dataclass
@@ -88,40 +115,55 @@ class GridInfo:
 def import_geotiff(mosaic: Path | str, out: Path | str, cell_size_m: float, city: str, *,
                    indicator_rasters: dict[str, Path | str] | None = None,
                    aggregations: dict[str, str] | None = None, tile_px: int = 256, min_valid: float = 0.95,
+                   bands: tuple[int, ...] | None = None, nodata: float | str | None = AUTO, min_kept: float = 0.5,
                    overwrite: bool = False, split_seed: int = 0, name: str | None = None) -> tuple[Workspace, ImportReport]:
     """Cut `mosaic` into cells of `cell_size_m` for `city`; aggregate `indicator_rasters` ({name: path}).
 
     `aggregations` overrides "sum"/"mean" per indicator (default: the standard
-    spec's rule for population/gdp/carbon, else "sum").
+    spec's rule for population/gdp/carbon, else "sum"). `bands`, `nodata`,
+    `min_valid` and `min_kept`: see `CutConfig` and the module doc.
     """
     mosaic = Path(mosaic)
-    cfg = CutConfig(cell_size_m=cell_size_m, tile_px=tile_px, min_valid=min_valid)
+    cfg = CutConfig(cell_size_m=cell_size_m, tile_px=tile_px, min_valid=min_valid, bands=bands, nodata=nodata,
+                    min_kept=min_kept)
     cfg.check()
+    check_out_dir(out, overwrite)
     specs = indicator_specs(indicator_rasters or {}, aggregations or {})
     report = ImportReport(source=str(mosaic))
     with open_raster(mosaic) as src, WorkspaceBuilder(out, overwrite=overwrite) as builder:
-        cells, grid = cut_mosaic(src, builder, city, cfg, report, label=str(mosaic))
-        prov = {"image": f"{mosaic} warped to {cfg.tile_px} px per {cfg.cell_size_m:g} m cell",
-                "geometry": f"square {cfg.cell_size_m:g} m cells in {grid.crs.to_string()} over {mosaic}"}
-        for ind, path in (indicator_rasters or {}).items():
-            cells[ind] = aggregate_raster(Path(path), cells, grid, specs[ind].aggregation, cfg.max_subcells)
-            prov[ind] = f"{path} aggregated per cell by area-weighted {specs[ind].aggregation}"
+        cut = cut_mosaic(src, builder, city, cfg, report, label=str(mosaic))
+        cells, grid = cut.cells, cut.grid
+        prov = {"image": f"{mosaic} bands {list(cut.bands)} as R,G,B, {cut.stretch.describe()}, warped to "
+                         f"{cfg.tile_px} px per {cfg.cell_size_m:g} m cell",
+                "geometry": f"square {cfg.cell_size_m:g} m cells in {grid.crs.to_string()} over {mosaic}",
+                VALID_COLUMN: VALID_PROVENANCE}
+        prov.update(add_indicator_rasters(cells, indicator_rasters or {}, specs))
         manifest = Manifest(name=name or f"geotiff-{city}", indicators=specs, provenance=prov,
                             source=f"urbanclip.data.importers.geotiff: {mosaic}", split_seed=split_seed,
                             extra={"geotiff": {"mosaic": str(mosaic), "crs": str(src.crs), "cell_size_m": cfg.cell_size_m,
-                                               "tile_px": cfg.tile_px, "indicator_rasters": {k: str(v) for k, v in (indicator_rasters or {}).items()}}})
+                                               "tile_px": cfg.tile_px, **cut.imagery_meta(),
+                                               "indicator_rasters": {k: str(v) for k, v in (indicator_rasters or {}).items()}}})
+        flag_suspect_values(cells, manifest, list(specs), report)
         ws = builder.finish(cells, manifest, cell_size_m={city: cfg.cell_size_m})
     report.cells = len(ws.cells)
     return ws, report
+
+
+def add_indicator_rasters(cells: gpd.GeoDataFrame, rasters: dict[str, Path | str],
+                          specs: dict[str, IndicatorSpec]) -> dict[str, str]:
+    """Aggregate each indicator raster over the cells (in place); return the provenance of each column."""
+    prov = {}
+    for ind, path in rasters.items():
+        cells[ind], _ = zonal_raster(Path(path), cells.geometry, specs[ind].aggregation)
+        prov[ind] = f"{path} band 1, area-weighted {specs[ind].aggregation} per cell (urbanclip.data.zonal)"
+    return prov
 
 
 def indicator_specs(rasters: dict[str, Path | str], aggregations: dict[str, str]) -> dict[str, IndicatorSpec]:
     specs = {}
     for ind in rasters:
         base = STANDARD.get(ind, IndicatorSpec(ind, "", "sum", ind))
-        agg = aggregations.get(ind, base.aggregation)
-        if agg not in ("sum", "mean"):
-            raise UserError(f"indicator {ind!r}: aggregation must be 'sum' or 'mean', got {agg!r}")
+        agg = check_aggregation(aggregations.get(ind, base.aggregation), f"indicator {ind!r}")
         specs[ind] = IndicatorSpec(base.name, base.unit, agg, base.label)
     return specs
 
@@ -136,25 +178,200 @@ def open_raster(path: Path) -> rasterio.io.DatasetReader:
         raise UserError(f"{path} cannot be read as a raster ({e}); is it a valid GeoTIFF?") from None
 
 
-def check_mosaic(src: rasterio.io.DatasetReader, label: str) -> None:
+def read_error(label: str, e: Exception) -> UserError:
+    """A pixel read failed (GDAL found the header but not the data): a truncated or corrupt file."""
+    cause = f" ({e.__cause__})" if e.__cause__ else ""
+    return UserError(f"{label}: pixels cannot be read: {e}{cause}; the file is truncated or corrupt. "
+                     "Re-download or re-export it (`gdalinfo -checksum FILE` reads every block)")
+
+
+def check_mosaic(src: rasterio.io.DatasetReader, label: str, bands: tuple[int, ...] | None = None) -> None:
     if src.crs is None:
         raise UserError(f"{label}: has no CRS; georeference it (e.g. `gdal_edit.py -a_srs EPSG:XXXX`) before importing")
-    if src.count < 3:
-        raise UserError(f"{label}: has {src.count} band(s); an RGB mosaic needs at least 3 (bands 1-3 are read as R, G, B)")
+    if bands is None and src.count < 3:
+        raise UserError(f"{label}: has {src.count} band(s); an RGB mosaic needs at least 3 "
+                        "(for a single-band image pass --bands 1,1,1)")
+    if bands is not None and max(bands) > src.count:
+        raise UserError(f"{label}: --bands {','.join(map(str, bands))} asks for band {max(bands)} but the file has "
+                        f"{src.count} band(s)")
     if src.transform.b != 0 or src.transform.d != 0:
         raise UserError(f"{label}: is rotated; warp it to a north-up grid first (gdalwarp)")
+
+
+def choose_bands(src: rasterio.io.DatasetReader, bands: tuple[int, ...] | None, label: str,
+                 report: ImportReport) -> tuple[int, int, int]:
+    """R, G, B band numbers: as given, else from the colour-interpretation tags, else 1, 2, 3."""
+    if bands is not None:
+        report.notes.append(f"bands {','.join(map(str, bands))} read as R,G,B (--bands)")
+        return tuple(int(b) for b in bands)
+    tags = list(src.colorinterp)
+    wanted = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if all(tags.count(c) == 1 for c in wanted):
+        picked = tuple(tags.index(c) + 1 for c in wanted)
+        if picked != (1, 2, 3):
+            report.notes.append(f"bands {','.join(map(str, picked))} read as R,G,B (the file's colour-interpretation tags)")
+        return picked
+    if src.count > 3:
+        report.warn(f"{label} has {src.count} bands and no red/green/blue colour tags: bands 1,2,3 are read as R,G,B; "
+                    "pass --bands R,G,B if that is wrong (Landsat 8/9: --bands 4,3,2; Sentinel-2: --bands 4,3,2)")
+    return 1, 2, 3
+
+
+@dataclass
+class Stretch:
+    """uint8 conversion of R, G, B: identity for 8-bit imagery, else per-band lo..hi -> 0..255."""
+
+    lo: np.ndarray | None = None  # per band, None = identity
+    hi: np.ndarray | None = None
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) float with NaN for nodata -> (H, W, 3) uint8 (nodata black)."""
+        a = np.nan_to_num(rgb, nan=0.0) if self.lo is None else (rgb - self.lo) / (self.hi - self.lo) * 255.0
+        return np.clip(np.nan_to_num(a, nan=0.0), 0, 255).round().astype(np.uint8)
+
+    def describe(self) -> str:
+        if self.lo is None:
+            return "8-bit values kept"
+        return "per-band 2-98% stretch over valid pixels " + ", ".join(
+            f"{c} {lo:g}..{hi:g}" for c, lo, hi in zip("RGB", self.lo, self.hi))
+
+    def to_dict(self) -> dict:
+        if self.lo is None:
+            return {"kind": "identity (8-bit)"}
+        return {"kind": "per-band percentile 2-98 over valid pixels", "lo": [float(v) for v in self.lo],
+                "hi": [float(v) for v in self.hi]}
+
+
+class MosaicReader:
+    """The R, G, B bands of a mosaic as float32, and which pixels are imagery."""
+
+    def __init__(self, src: rasterio.io.DatasetReader, bands: tuple[int, int, int], label: str):
+        self.src, self.bands, self.label = src, list(bands), label
+        self.nodata: np.ndarray | None = None  # per band
+        flags = [src.mask_flag_enums[b - 1] for b in self.bands]
+        self.has_mask = any(MaskFlags.alpha in f or MaskFlags.per_dataset in f for f in flags)
+
+    def read(self, window: Window | None = None, out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(3, h, w) float32 and the (h, w) bool mask of imagery pixels."""
+        try:
+            data = self.src.read(self.bands, window=window, out_shape=(3, *out_shape) if out_shape else None)
+            mask = self.src.dataset_mask(window=window, out_shape=out_shape) if self.has_mask else None
+        except rasterio.errors.RasterioError as e:
+            raise read_error(self.label, e) from None
+        data = data.astype(np.float32)
+        valid = np.isfinite(data).all(axis=0)
+        if mask is not None:
+            valid &= mask > 0
+        if self.nodata is not None:
+            valid &= ~(data == self.nodata[:, None, None]).all(axis=0)
+        return data, valid
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """A decimated read of the whole mosaic (at most SAMPLE_PX on a side)."""
+        scale = max(1, math.ceil(max(self.src.width, self.src.height) / SAMPLE_PX))
+        return self.read(out_shape=(max(1, self.src.height // scale), max(1, self.src.width // scale)))
+
+
+def resolve_nodata(reader: MosaicReader, option: float | str | None, report: ImportReport) -> None:
+    """Set `reader.nodata` from the option, the file's tag or a detected edge fill; say which."""
+    src = reader.src
+    if option is None:
+        report.notes.append("nodata: none (every pixel is imagery, --nodata none)")
+        return
+    if option != AUTO:
+        reader.nodata = np.full(3, float(option), dtype=np.float32)
+        report.notes.append(f"nodata value {float(option):g} (--nodata)")
+        return
+    tagged = [src.nodatavals[b - 1] for b in reader.bands]
+    if any(v is not None for v in tagged):
+        reader.nodata = np.array([np.nan if v is None else v for v in tagged], dtype=np.float32)
+        report.notes.append(f"nodata value {', '.join(f'{v:g}' for v in dict.fromkeys(v for v in tagged if v is not None))} "
+                            "(the file's nodata tag)")
+        return
+    if reader.has_mask:
+        return  # an alpha or mask band says where the imagery is
+    data, valid = reader.sample()
+    found = detect_edge_fill(data, valid, np.dtype(src.dtypes[reader.bands[0] - 1]))
+    if found is not None:
+        value, share = found
+        reader.nodata = np.full(3, value, dtype=np.float32)
+        report.warn(f"{reader.label} has no nodata tag; the constant value {value:g} fills {share:.0%} of its edge "
+                    f"pixels and is treated as nodata (pass --nodata VALUE for another value, --nodata none to keep it)")
+
+
+def detect_edge_fill(data: np.ndarray, valid: np.ndarray, dtype: np.dtype) -> tuple[float, float] | None:
+    """(value, share of edge pixels) of a constant fill along the mosaic's edges, or None.
+
+    A fill pixel has the same value in R, G and B. The most frequent such value on
+    the two outer rows/columns counts when it covers >= FILL_EDGE_SHARE of the edge
+    and >= FILL_AREA_SHARE of the mosaic (a region, not a line); values other than 0
+    or the dtype's extremes need FILL_EDGE_SHARE_UNUSUAL of the edge and may cover
+    at most half the mosaic. A value covering (nearly) everything is a uniform
+    image, not fill.
+    """
+    h, w = data.shape[1:]
+    if h < 4 or w < 4:
+        return None
+    same = (data == data[:1]).all(axis=0) & valid
+    edge = np.zeros((h, w), dtype=bool)
+    edge[:2, :] = edge[-2:, :] = edge[:, :2] = edge[:, -2:] = True
+    vals = data[0][edge & same]
+    if vals.size == 0:
+        return None
+    uniq, counts = np.unique(vals, return_counts=True)
+    value = float(uniq[int(np.argmax(counts))])
+    share = float(counts.max() / edge.sum())
+    area = float(((data == value).all(axis=0) & valid).mean())
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else np.finfo(dtype)
+    usual = value in (0.0, float(info.min), float(info.max))
+    if not FILL_AREA_SHARE <= area < (0.999 if usual else 0.5):
+        return None
+    if share >= (FILL_EDGE_SHARE if usual else FILL_EDGE_SHARE_UNUSUAL):
+        return value, share
+    return None
+
+
+def percentile_stretch(reader: MosaicReader, dtype: str) -> Stretch:
+    """Identity for 8-bit imagery, else each band's 2nd..98th percentile over the valid pixels of the mosaic."""
+    if dtype == "uint8":
+        return Stretch()
+    data, valid = reader.sample()
+    if not valid.any():
+        raise UserError(f"{reader.label}: no pixel is imagery (all nodata); check --nodata and the file")
+    lo, hi = np.percentile(data[:, valid].astype(np.float64), [2, 98], axis=1)
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    return Stretch(lo.astype(np.float32), hi.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------------
 # cutting
 
 
+@dataclass
+class CutResult:
+    """What `cut_mosaic` made: the kept cells (with `image` and `valid_fraction`), their grid, and how pixels were read."""
+
+    cells: gpd.GeoDataFrame
+    grid: GridInfo
+    bands: tuple[int, int, int]
+    nodata: list[float] | None
+    stretch: Stretch = field(default_factory=Stretch)
+
+    def imagery_meta(self) -> dict:
+        return {"bands_rgb": list(self.bands), "nodata": self.nodata, "stretch": self.stretch.to_dict()}
+
+
 def cut_mosaic(src: rasterio.io.DatasetReader, builder: WorkspaceBuilder, city: str, cfg: CutConfig,
-               report: ImportReport, label: str) -> tuple[gpd.GeoDataFrame, GridInfo]:
-    """Lay a square grid over `src`, write one PNG per complete cell; return the cells and the grid."""
-    check_mosaic(src, label)
+               report: ImportReport, label: str,
+               anchor: tuple[float, float, float, float] | None = None) -> CutResult:
+    """Lay a square grid over `src` (or over `anchor`, a lon/lat box), write one PNG per kept cell."""
     cfg.check()
-    grid, cells = _lay_grid(src, city, cfg.cell_size_m, label)
+    check_mosaic(src, label, cfg.bands)
+    bands = choose_bands(src, cfg.bands, label, report)
+    reader = MosaicReader(src, bands, label)
+    resolve_nodata(reader, cfg.nodata, report)
+    stretch = percentile_stretch(reader, src.dtypes[bands[0] - 1])
+    grid, cells = _lay_grid(src, city, cfg.cell_size_m, label, anchor)
     footprint = box(*src.bounds).buffer(0.5 * min(abs(src.res[0]), abs(src.res[1])), join_style=2)
     inside = cells.to_crs(src.crs).within(footprint).to_numpy()
     for cid in cells["cell_id"][~inside]:
@@ -162,72 +379,89 @@ def cut_mosaic(src: rasterio.io.DatasetReader, builder: WorkspaceBuilder, city: 
     cells = cells[inside].reset_index(drop=True)
     if len(cells) == 0:
         raise UserError(f"{label}: no whole {cfg.cell_size_m:g} m cell fits inside the mosaic; use a smaller --cell-size")
-    stretch = _stretch_for(src)
     src_res_m = _source_resolution_m(src)
     resampling = Resampling.average if src_res_m < cfg.cell_size_m / cfg.tile_px else Resampling.bilinear
-    images = []
+    images, fractions, flags = [], [], []
     keep = np.ones(len(cells), dtype=bool)
+    too_little = f"less than {cfg.min_valid:.0%} of the cell is imagery (nodata / fill / transparent; --min-valid)"
     for i, (cid, row, col) in enumerate(tqdm(list(zip(cells["cell_id"], cells["row"], cells["col"])),
                                             desc=f"cutting {city}", unit="cell", leave=False)):
         # exact grid bounds (the polygons went through EPSG:4326)
         west = grid.west + col * cfg.cell_size_m
         north = grid.north - row * cfg.cell_size_m
-        rgb, valid = _warp_cell(src, grid.crs, (west, north - cfg.cell_size_m, west + cfg.cell_size_m, north),
+        rgb, valid = _warp_cell(reader, grid.crs, (west, north - cfg.cell_size_m, west + cfg.cell_size_m, north),
                                 cfg.tile_px, resampling)
+        fractions.append(valid)
         if valid < cfg.min_valid:
-            report.skip(cid, f"only {valid:.0%} of the cell has imagery (nodata), below {cfg.min_valid:.0%}")
+            report.skip(cid, too_little)
             keep[i] = False
             images.append(None)
+            flags.append("")
             continue
         images.append(builder.write_image(city, f"r{row:03d}_c{col:03d}.png", stretch(rgb)))
         report.images += 1
-    cells["image"] = images
+        flags.append(PARTIAL_FLAG if valid < 1.0 else "")
+        if valid < 1.0:
+            report.flag(cid, f"partial imagery: some of the cell is nodata (flag {PARTIAL_FLAG}, column {VALID_COLUMN})")
+    cells["image"], cells[VALID_COLUMN], cells["flags"] = images, np.round(fractions, 4), flags
+    n_inside = len(cells)
     cells = cells[keep].reset_index(drop=True)
-    if len(cells) == 0:
-        raise UserError(f"{label}: every cell is mostly nodata; check the mosaic's nodata value / alpha band")
-    return cells, grid
+    if len(cells) == 0 or len(cells) < cfg.min_kept * n_inside:
+        raise UserError(f"{label}: only {len(cells)} of {n_inside} cells inside the mosaic kept "
+                        f"({n_inside - len(cells)} with {too_little}); nothing was written. Check the imagery and "
+                        "--nodata, lower --min-valid, or pass --min-kept 0 to accept a sparse workspace")
+    nodata = None if reader.nodata is None else [None if np.isnan(v) else float(v) for v in reader.nodata]
+    return CutResult(cells, grid, bands, nodata, stretch)
 
 
-def _lay_grid(src: rasterio.io.DatasetReader, city: str, cell_size_m: float, label: str) -> tuple[GridInfo, gpd.GeoDataFrame]:
-    west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
-    if not (east > west and north > south):
-        raise UserError(f"{label}: has zero area in EPSG:4326 (bounds {src.bounds})")
-    utm = utm_crs_for(west, north)
-    minx, miny, maxx, maxy = _inner_bounds(src, utm)
-    n_cols, n_rows = int((maxx - minx) // cell_size_m), int((maxy - miny) // cell_size_m)
+def _lay_grid(src: rasterio.io.DatasetReader, city: str, cell_size_m: float, label: str,
+              anchor: tuple[float, float, float, float] | None = None) -> tuple[GridInfo, gpd.GeoDataFrame]:
+    if anchor is not None:  # laid over the lon/lat box, not the mosaic: ids depend on the box only
+        west, south, east, north = anchor
+        utm = utm_crs_for(west, north)
+        minx, miny, maxx, maxy = _inner_bounds(anchor, "EPSG:4326", utm)
+    else:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+        if not (east > west and north > south):
+            raise UserError(f"{label}: has zero area in EPSG:4326 (bounds {src.bounds})")
+        utm = utm_crs_for(west, north)
+        minx, miny, maxx, maxy = _inner_bounds(src.bounds, src.crs, utm)
+    ox, oy = minx, maxy
+    (lon,), (lat,) = transform(utm, "EPSG:4326", [minx], [maxy])
+    n_cols, n_rows = whole_cells(maxx - ox, cell_size_m), whole_cells(oy - miny, cell_size_m)
     if n_rows < 1 or n_cols < 1:
         raise UserError(f"{label}: the mosaic ({maxx - minx:.0f} x {maxy - miny:.0f} m) is smaller than one {cell_size_m:g} m cell")
-    (lon,), (lat,) = transform(utm, "EPSG:4326", [minx], [maxy])
     cells = square_grid(city, lon, lat, n_rows, n_cols, cell_size_m)
     grid_utm = utm_crs_for(lon, lat)  # the zone square_grid used
     (gx,), (gy,) = transform("EPSG:4326", grid_utm, [lon], [lat])
     return GridInfo(grid_utm, gx, gy, n_rows, n_cols, cell_size_m), cells
 
 
-def _inner_bounds(src: rasterio.io.DatasetReader, crs, n: int = 21) -> tuple[float, float, float, float]:
-    """An axis-aligned box in `crs` inside the mosaic's footprint (which may be slightly rotated there)."""
-    l, b, r, t = src.bounds
+def _inner_bounds(bounds, src_crs, crs, n: int = 21) -> tuple[float, float, float, float]:
+    """An axis-aligned box in `crs` inside `bounds` of `src_crs` (which may be slightly rotated there)."""
+    l, b, r, t = bounds
     xs, ys = np.linspace(l, r, n), np.linspace(b, t, n)
     edges = {"west": ([l] * n, ys), "east": ([r] * n, ys), "south": (xs, [b] * n), "north": (xs, [t] * n)}
-    ex = {k: transform(src.crs, crs, list(v[0]), list(v[1])) for k, v in edges.items()}
+    ex = {k: transform(src_crs, crs, list(v[0]), list(v[1])) for k, v in edges.items()}
     return (max(ex["west"][0]), max(ex["south"][1]), min(ex["east"][0]), min(ex["north"][1]))
 
 
-def _warp_cell(src: rasterio.io.DatasetReader, dst_crs, bounds: tuple[float, float, float, float], px: int,
+def _warp_cell(reader: MosaicReader, dst_crs, bounds: tuple[float, float, float, float], px: int,
                resampling: Resampling) -> tuple[np.ndarray, float]:
-    """The cell as a (px, px, 3) array in the source dtype and the fraction of it covered by imagery."""
+    """The cell as a (px, px, 3) float array (NaN where no imagery) and the fraction of it that is imagery."""
+    src = reader.src
     window = _window_for(src, dst_crs, bounds, pad=2)
-    data = src.read((1, 2, 3), window=window)
-    mask = src.dataset_mask(window=window)
+    data, valid = reader.read(window)
+    data[:, ~valid] = np.nan
     win_transform = src.window_transform(window)
     dst_transform = from_bounds(*bounds, px, px)
-    out = np.zeros((3, px, px), dtype=np.float32)
-    reproject(data.astype(np.float32), out, src_transform=win_transform, src_crs=src.crs, dst_transform=dst_transform,
-              dst_crs=dst_crs, resampling=resampling)
-    valid = np.zeros((px, px), dtype=np.uint8)
-    reproject(mask, valid, src_transform=win_transform, src_crs=src.crs, dst_transform=dst_transform,
-              dst_crs=dst_crs, resampling=Resampling.nearest, dst_nodata=0)
-    return np.moveaxis(out, 0, -1), float((valid > 0).mean())
+    out = np.full((3, px, px), np.nan, dtype=np.float32)
+    reproject(data, out, src_transform=win_transform, src_crs=src.crs, src_nodata=np.nan, dst_transform=dst_transform,
+              dst_crs=dst_crs, dst_nodata=np.nan, resampling=resampling)
+    covered = np.zeros((px, px), dtype=np.uint8)
+    reproject(valid.astype(np.uint8) * 255, covered, src_transform=win_transform, src_crs=src.crs,
+              dst_transform=dst_transform, dst_crs=dst_crs, resampling=Resampling.nearest, dst_nodata=0)
+    return np.moveaxis(out, 0, -1), float((covered > 0).mean())
 
 
 def _window_for(src: rasterio.io.DatasetReader, crs, bounds, pad: int) -> Window:
@@ -248,82 +482,3 @@ def _source_resolution_m(src: rasterio.io.DatasetReader) -> float:
     lons, lats = transform(src.crs, "EPSG:4326", [cx, cx + src.res[0]], [cy, cy])
     _, _, dist = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
     return float(dist)
-
-
-def _stretch_for(src: rasterio.io.DatasetReader):
-    """uint8 conversion: identity for 8-bit imagery, else a global 2-98 percentile stretch."""
-    if src.dtypes[0] == "uint8":
-        return lambda a: np.clip(np.round(a), 0, 255).astype(np.uint8)
-    scale = max(1, max(src.width, src.height) // 1024)
-    sample = src.read((1, 2, 3), out_shape=(3, max(1, src.height // scale), max(1, src.width // scale)), masked=True)
-    vals = sample.compressed().astype(np.float64)
-    lo, hi = (np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0))
-    hi = hi if hi > lo else lo + 1.0
-    return lambda a: np.clip((a - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------
-# indicator rasters
-
-
-def aggregate_raster(path: Path, cells: gpd.GeoDataFrame, grid: GridInfo, aggregation: str,
-                     max_subcells: int = 32) -> np.ndarray:
-    """Per-cell area-weighted sum or mean of band 1 of `path` (NaN where no valid pixel)."""
-    with open_raster(path) as src:
-        if src.crs is None:
-            raise UserError(f"{path}: indicator raster has no CRS; georeference it before importing")
-        k = _subcells(src, grid.cell_size_m, max_subcells)
-        r = grid.cell_size_m / k  # sub-cell side in UTM metres
-        grid_bounds = (grid.west, grid.north - grid.n_rows * grid.cell_size_m,
-                       grid.west + grid.n_cols * grid.cell_size_m, grid.north)
-        window = _window_for(src, grid.crs, grid_bounds, pad=2)
-        data = src.read(1, window=window, masked=True).astype(np.float64)
-        vals = data.filled(np.nan)
-        vals[~np.isfinite(vals)] = np.nan
-        neg = vals < 0
-        if neg.any():
-            rr, cc = np.argwhere(neg)[0]
-            raise UserError(f"{path}: band 1 has negative values (e.g. {vals[rr, cc]:g} at row {rr + int(window.row_off)}, "
-                            f"col {cc + int(window.col_off)}); set the raster's nodata value or fix the data")
-        win_transform = src.window_transform(window)
-        if aggregation == "sum":
-            vals = vals / _pixel_areas_m2(src.crs, win_transform, vals.shape)
-        fine = np.full((grid.n_rows * k, grid.n_cols * k), np.nan, dtype=np.float64)
-        reproject(vals, fine, src_transform=win_transform, src_crs=src.crs, src_nodata=np.nan,
-                  dst_transform=from_origin(grid.west, grid.north, r, r), dst_crs=grid.crs, dst_nodata=np.nan,
-                  resampling=Resampling.average)
-    blocks = fine.reshape(grid.n_rows, k, grid.n_cols, k)
-    n_valid = np.isfinite(blocks).sum(axis=(1, 3))
-    total = np.nansum(blocks, axis=(1, 3))
-    per_cell = np.where(n_valid > 0, total if aggregation == "sum" else total / np.maximum(n_valid, 1), np.nan)
-    per_cell = per_cell[cells["row"].to_numpy(), cells["col"].to_numpy()]
-    if not np.isfinite(per_cell).any():
-        raise UserError(f"{path}: indicator raster does not overlap the mosaic's cells (or is all nodata)")
-    if aggregation == "sum":  # sum of densities x true area of one sub-cell (UTM is not exactly area-true)
-        true_area = np.array([abs(_GEOD.geometry_area_perimeter(g)[0]) for g in cells.geometry])
-        per_cell = per_cell * true_area / (k * k)
-    return per_cell
-
-
-def _subcells(src: rasterio.io.DatasetReader, cell_size_m: float, max_subcells: int) -> int:
-    """Sub-grid per cell side: about two sub-cells per source pixel, at least 4."""
-    res = _source_resolution_m(src)
-    return int(min(max(4, math.ceil(2 * cell_size_m / max(res, 1e-9))), max_subcells))
-
-
-def _pixel_areas_m2(crs, tf, shape: tuple[int, int]) -> np.ndarray:
-    """True (geodesic) area of each pixel, computed per row at the middle column, as an (H, 1) array."""
-    h, w = shape
-    c = w // 2
-    rows = np.arange(h)
-    corners = [(c, rows), (c + 1, rows), (c + 1, rows + 1), (c, rows + 1)]
-    lons, lats = [], []
-    for cc, rr in corners:
-        col, row = np.full(h, cc, dtype=np.float64), rr.astype(np.float64)
-        xs, ys = tf.a * col + tf.b * row + tf.c, tf.d * col + tf.e * row + tf.f  # the affine map, written out
-        lo, la = transform(crs, "EPSG:4326", list(xs), list(ys))
-        lons.append(lo)
-        lats.append(la)
-    lons, lats = np.array(lons).T, np.array(lats).T
-    areas = np.array([abs(_GEOD.polygon_area_perimeter(lo, la)[0]) for lo, la in zip(lons, lats)])
-    return np.maximum(areas, 1e-9)[:, None]

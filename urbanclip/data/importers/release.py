@@ -17,9 +17,17 @@ corners BD09MC -> BD09 -> GCJ-02 -> WGS84 (`urbanclip.data.tiles`); when the col
 really is WGS84 (it does not match BD09), its corner is kept and the tile's
 extent is taken from the same conversion. The choice is written to the manifest.
 
+Imagery. The release ships few images; `tiles_template` fetches the others from
+an XYZ-style server by each image's own tile name (`16_<x>_<y>_s.jpg` ->
+`{z}=16, {x}, {y}`, Baidu indices) through the importers' one cached, polite
+fetcher (`xyz.TileFetcher`: disk cache, rate limit, retries, 404s cached as
+absent, circuit breaker). Local files win over fetched ones.
+
 Cells without an image file or without captions are kept and flagged
 (`missing_image`, `missing_text`, `unreadable_image`); captions whose image is
-not in the CSV are reported as skipped.
+not in the CSV are reported as skipped. Values that look like a cap or fill
+(`indicators.suspect_fill_value`, e.g. GDP exactly 10000 in 16% of the cells) are
+flagged per cell.
 """
 
 from __future__ import annotations
@@ -38,7 +46,14 @@ from PIL import Image
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.indicators import STANDARD
 from urbanclip.data.tiles import baidu_tile_size_mc, bd09_to_gcj02, bd09mc_to_bd09, bd09mc_to_wgs84, gcj02_to_wgs84
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
+from urbanclip.data.workspace import (
+    Manifest,
+    Workspace,
+    WorkspaceBuilder,
+    check_out_dir,
+    flag_suspect_values,
+    join_sentences,
+)
 from urbanclip.errors import UserError
 
 NAME_COL = "satellite_img_name"
@@ -60,12 +75,15 @@ BD09_MATCH_TOL_DEG = 1e-7
 def import_release(release_dir: Path | str, out: Path | str, *, cities: list[str] | None = None,
                    csv: Path | str | None = None, captions: list[Path | str] | None = None,
                    images_dir: Path | str | None = None, datum: str = "auto", overwrite: bool = False,
-                   split_seed: int = 0, name: str | None = None) -> tuple[Workspace, ImportReport]:
+                   split_seed: int = 0, name: str | None = None, tiles_template: str | None = None,
+                   cache_dir: Path | str | None = None, fetch=None) -> tuple[Workspace, ImportReport]:
     """Build a workspace at `out` from an UrbanCLIP release folder; return it with the report.
 
     `csv`, `captions` and `images_dir` default to the release layout inside
     `release_dir`. `cities` keeps only those cities. `datum` is how to read the
     "WGS84 coordinate" column: "auto" (detect BD09), "bd09" or "wgs84".
+    `tiles_template` (with `cache_dir`, `fetch`: an `xyz.FetchConfig`) fetches
+    the images that are not in `images_dir` by their z/x/y name.
     """
     release_dir = Path(release_dir).expanduser()
     csv_path = Path(csv) if csv else release_dir / "indicators.csv"
@@ -73,6 +91,14 @@ def import_release(release_dir: Path | str, out: Path | str, *, cities: list[str
     caption_paths = [Path(p) for p in captions] if captions is not None else sorted((release_dir / "captions").glob("*.json"))
     if datum not in ("auto", "bd09", "wgs84"):
         raise UserError(f"datum must be 'auto', 'bd09' or 'wgs84', got {datum!r}")
+    fetcher = None
+    if tiles_template is not None:
+        from urbanclip.data.importers.xyz import FetchConfig, check_template
+
+        check_template(tiles_template)
+        fetch = fetch or FetchConfig()
+        fetch.check()
+    check_out_dir(out, overwrite)
     report = ImportReport(source=str(release_dir))
 
     table = read_indicator_csv(csv_path)
@@ -94,17 +120,28 @@ def import_release(release_dir: Path | str, out: Path | str, *, cities: list[str
     report.texts = int((table["text_raw"] != "").sum())
 
     with WorkspaceBuilder(out, overwrite=overwrite) as builder:
-        table["image"], table["flags"] = _copy_images(table, images_root, builder, report)
+        if tiles_template is not None:
+            from urbanclip.data.importers.xyz import TileFetcher
+
+            fetcher = TileFetcher(tiles_template, Path(cache_dir) if cache_dir else None, fetch)
+        try:
+            table["image"], table["flags"] = _copy_images(table, images_root, builder, report, fetcher)
+        finally:
+            if fetcher is not None:
+                fetcher.close()
+                report.notes.append(f"tiles from {tiles_template}: {fetcher.downloaded} downloaded, "
+                                    f"{fetcher.from_cache} from the cache")
         for cid, img, flag, txt in zip(table["cell_id"], table["image"], table["flags"], table["text_raw"]):
             if flag == "missing_image":
                 report.flag(cid, "no image file")
             if not txt:
                 report.flag(cid, "no captions")
         manifest = _manifest(name or f"urbanclip-release{'-' + '-'.join(cities) if cities else ''}",
-                             csv_path, caption_paths, images_root, used_datum, split_seed)
+                             csv_path, caption_paths, images_root, used_datum, split_seed, tiles_template)
         cells = gpd.GeoDataFrame(
             table[["cell_id", "city", "row", "col", "image", "text_raw", "flags", *manifest.indicators, "geometry"]],
             geometry="geometry", crs="EPSG:4326")
+        flag_suspect_values(cells, manifest, list(manifest.indicators), report)
         ws = builder.finish(cells, manifest, cell_size_m=_cell_sizes(cells))
     report.cells = len(ws.cells)
     return ws, report
@@ -258,28 +295,44 @@ def read_captions(paths: list[Path], known_ids: set[str], report: ImportReport,
 # images
 
 
-def _copy_images(table: pd.DataFrame, images_root: Path, builder: WorkspaceBuilder,
-                 report: ImportReport) -> tuple[list[str | None], list[str]]:
-    """Copy each existing, readable RGB tile; others are flagged with the reason."""
+def _copy_images(table: pd.DataFrame, images_root: Path, builder: WorkspaceBuilder, report: ImportReport,
+                 fetcher=None) -> tuple[list[str | None], list[str]]:
+    """Copy each existing, readable RGB tile, else fetch it by its z/x/y name; others are flagged with the reason."""
+    from tqdm import tqdm
+
     present: dict[str, set[str]] = {}
     if images_root.is_dir():
         for city_dir in os.scandir(images_root):
             if city_dir.is_dir():
                 present[city_dir.name] = {f.name for f in os.scandir(city_dir.path) if f.is_file()}
     images, flags = [], []
-    for cid, city, file in zip(table["cell_id"], table["city"], table["file"]):
+    rows = zip(table["cell_id"], table["city"], table["file"], table["z"], table["x"], table["y"])
+    for cid, city, file, z, x, y in tqdm(list(rows), desc="images", unit="cell", leave=False, disable=fetcher is None):
         fname = file.split("/", 1)[1]
-        if fname not in present.get(city, ()):
+        fetched = False
+        if fname in present.get(city, ()):
+            src = images_root / city / fname
+        elif fetcher is not None:
+            fetched = True
+            src, reason = fetcher.get(int(z), int(x), int(y))
+            if src is None:
+                report.flag(cid, f"image not fetched: {reason}")
+                images.append(None)
+                flags.append("missing_image")
+                continue
+        else:
             images.append(None)
             flags.append("missing_image")
             continue
-        src = images_root / city / fname
         problem = check_rgb_image(src)
         if problem:
-            report.flag(cid, f"unreadable image {src}: {problem}")
+            report.flag(cid, f"unreadable image {src.name}: {problem}")
             images.append(None)
             flags.append("missing_image;unreadable_image")
             continue
+        if fetched:  # a cached tile: named by its real format
+            with Image.open(src) as im:
+                fname = f"{Path(fname).stem}.{'jpg' if im.format == 'JPEG' else (im.format or 'img').lower()}"
         images.append(builder.copy_image(city, fname, src))
         flags.append("")
         report.images += 1
@@ -304,14 +357,15 @@ def check_rgb_image(path: Path) -> str | None:
 
 
 def _manifest(name: str, csv_path: Path, caption_paths: list[Path], images_root: Path, datum: str,
-              split_seed: int) -> Manifest:
+              split_seed: int, tiles_template: str | None = None) -> Manifest:
     prov = {
         "cell_id": f"{NAME_COL!r} of {csv_path} without the extension",
         "geometry": f"Baidu tile (BD09MC, 1024 units at zoom 16) from {NAME_COL!r}; lower-left corner from {WGS84_COL!r} read as {datum}",
         "row": "max BD09 tile y of the city minus tile y (row 0 = north)",
         "col": "tile x minus min BD09 tile x of the city",
         "text_raw": "LLaMA-Adapter V2 captions from " + ", ".join(str(p) for p in caption_paths) + " (sentences in file order)",
-        "image": f"copied from {images_root}",
+        "image": f"copied from {images_root}" + (f"; the others fetched from {tiles_template} by the tile name's "
+                                                 "z/x/y" if tiles_template else ""),
     }
     for col, (ind, unit) in INDICATOR_COLUMNS.items():
         prov[ind] = f"{csv_path} column {col!r} (unit: {unit})"
