@@ -4,16 +4,26 @@ Each subcommand is one module in `urbanclip/commands/` (the registry in
 `urbanclip.commands`); they are found automatically, so adding a command never
 edits this file. Imports of heavy libraries (torch) happen inside `run`,
 keeping `--help` fast. Installed as the console script `urbanclip` too.
+
+A command that writes a run folder names its argument in `RUN_FOLDER`; the folder is
+held (urbanclip.runlock) while the command runs, so a second writer is refused with
+`error:` naming the holder's pid. User errors, and I/O errors of the machine (disk
+full, permission denied), print `error: ...` and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import sys
 
-from urbanclip import __version__
+from urbanclip import __version__, runlock
 from urbanclip.commands import command_modules
 from urbanclip.errors import UserError
+
+# OSErrors a user fixes on their machine (not bugs): reported as `error:` + exit 2, no traceback
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _name=mod.NAME, _run_folder=getattr(mod, "RUN_FOLDER", None))
     return parser
+
+
+def os_error_message(e: OSError) -> str:
+    where = f" {e.filename}" if e.filename else ""
+    hint = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+            errno.EROFS: "choose a writable folder"}.get(e.errno, "check the path's permissions and free space")
+    return (f"cannot read or write{where}: {e.strerror or e}; {hint} and run again "
+            "(files are written atomically: nothing written before is damaged)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    folder = getattr(args, args._run_folder, None) if args._run_folder else None
     try:
-        return int(args._run(args) or 0)
+        with runlock.hold(folder, args._name) if folder else contextlib.nullcontext():
+            return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -67,6 +67,11 @@ def active_model_path() -> Path | None:
     return None
 
 
+def clear_active_model() -> None:
+    """Go back to the shipped model (assets/model/): forget the one chosen on the Train page."""
+    active_model_file().unlink(missing_ok=True)
+
+
 def ensure_workspace(root: Path | None = None, progress: Progress = _quiet) -> Workspace:
     """Load the workspace; build the synthetic demo first when the default one is absent."""
     root = Path(root) if root is not None else workspace_dir()
@@ -101,6 +106,7 @@ class AppContext:
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     interval_level: float | None = None     # nominal coverage of `intervals`, e.g. 0.8
     notes: list[str] = field(default_factory=list)      # what is unavailable and why
+    model_error: str | None = None          # why the active model did not load (None = loaded or none chosen)
     _row: dict[str, int] = field(default_factory=dict, repr=False)
     _generated: dict[str, str] = field(default_factory=dict, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
@@ -143,6 +149,10 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
     """
     ws = ensure_workspace(root, progress)
     ctx = AppContext(workspace=ws)
+    progress("Checking the workspace's tile images (cached after the first start)...")
+    bad = ws.unreadable_images()
+    if bad:
+        ctx.notes.append(unreadable_note(ws, bad))
     path = active_model_path() if model_path == "active" else (Path(model_path) if model_path else None)
     if path is None:
         ctx.notes.append("No trained model yet: showing observed indicators only. Train one on the Train page "
@@ -158,17 +168,29 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
         progress(f"Loading model {path}...")
         ctx.model = load_model(path)
         ctx.model_path = Path(path)
-    except UserError as e:
-        ctx.notes.append(f"Model not loaded: {e}")
-        return ctx
-    except ImportError as e:
-        ctx.notes.append(f"Model code is not available in this installation ({e}); showing observed indicators only.")
+    except (UserError, ImportError) as e:
+        ctx.model_error = str(e)
+        ctx.notes.append(f"Model not loaded: {e}" if isinstance(e, UserError) else
+                         f"Model code is not available in this installation ({e}); showing observed indicators only.")
+        _attach_embeddings(ctx, progress, spec=FALLBACK_ENCODER)
+        if ctx.vectors is not None:
+            _attach_index(ctx)
+            ctx.notes.append(f"Similar cells use the '{FALLBACK_ENCODER}' baseline image embedding until a model loads.")
         return ctx
     _attach_embeddings(ctx, progress)
     if ctx.vectors is not None:
         _attach_index(ctx)
         _attach_predictions(ctx, fit_missing_probes, progress)
     return ctx
+
+
+def unreadable_note(ws: Workspace, bad: dict[str, str], show: int = 5) -> str:
+    """The note naming tiles that cannot be read (they are drawn as missing and have no embedding)."""
+    names = [f"{ws.cell(c)['image']} ({err})" for c, err in list(bad.items())[:show]]
+    more = f" and {len(bad) - show} more" if len(bad) > show else ""
+    return (f"{len(bad)} tile image(s) cannot be read, so they are shown as missing, without embedding, prediction or "
+            f"look-alikes: {'; '.join(names)}{more}. Replace or remove these files in {ws.root}; the rest of the "
+            "workspace is unaffected.")
 
 
 def _attach_embeddings(ctx: AppContext, progress: Progress, spec: str | None = None) -> None:
