@@ -7,8 +7,9 @@ embeddings skip it (the rest of the workspace keeps embeddings, predictions and 
 the pages show it as missing, and the app names it in a note.
 
 Reading every tile is a cost paid once: results are memoised by the file's (size, mtime_ns,
-inode), in memory per process and in W/cache/images.json across processes, so only new or
-changed files are read again. The cache file is written atomically (unique temp + rename),
+ctime_ns, inode), in memory per process and in W/cache/images.json across processes, so only
+new or changed files are read again (a copied workspace re-reads its tiles once and, its bytes
+being the same, keeps its caches). The cache file is written atomically (unique temp + rename),
 so processes that scan at once never see a torn file.
 """
 
@@ -26,7 +27,7 @@ from typing import Iterable
 from PIL import Image
 
 CACHE_FILE = "images.json"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,14 @@ class ImageRecord:
     error: str = ""
 
 
-_MEMO: dict[str, tuple[tuple[int, int, int], ImageRecord]] = {}
+_MEMO: dict[str, tuple[tuple[int, ...], ImageRecord]] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever a file's bytes can have changed: size, mtime, and ctime + inode (which a
+    writer cannot set back, unlike mtime)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def inspect_bytes(data: bytes) -> ImageRecord:
@@ -98,8 +101,8 @@ def scan_images(root: Path, rels: Iterable[str], cache_file: Path | None = None)
             rec = hit[1]
         else:
             d = disk.get(rel)
-            if isinstance(d, list) and len(d) == 6 and tuple(d[:3]) == key:
-                rec = ImageRecord(str(d[3]), bool(d[4]), str(d[5]))
+            if isinstance(d, list) and len(d) == len(key) + 3 and tuple(d[:len(key)]) == key:
+                rec = ImageRecord(*d[len(key):])
             else:
                 try:
                     rec = inspect_bytes(path.read_bytes())

@@ -225,6 +225,37 @@ def probe_dir(ctx: AppContext) -> Path:
     return ctx.workspace.cache_dir / "app-probes" / f"{key}-{ctx.fingerprint}"
 
 
+def _store_heads(heads: Any, d: Path, replace: bool = False) -> None:
+    """Save probe heads into the cache folder `d` as a whole: written into a unique staging folder, then
+    renamed into place. When another process or session got there first, its heads are kept, unless
+    `replace` (the cached heads are outdated): then they are moved aside first."""
+    import shutil
+    import tempfile
+
+    d.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".tmp", dir=d.parent))
+    old = None
+    try:
+        heads.save(staging)
+        (staging / "DONE").write_text("ok\n")
+        if (d / "DONE").is_file() and not replace:
+            return
+        if d.exists():  # outdated, or a folder without DONE (an interrupted write)
+            old = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".old", dir=d.parent))
+            try:
+                os.replace(d, old / d.name)
+            except OSError:
+                pass
+        try:
+            os.rename(staging, d)
+        except OSError:  # a concurrent writer renamed its own copy first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) -> None:
     ws = ctx.workspace
     known = [k for k in ws.indicator_names if ws.cells[k].notna().sum() >= 10]
@@ -239,7 +270,8 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
     d = probe_dir(ctx)
     try:
         heads = ProbeHeads.load(d) if (d / "DONE").is_file() else None
-        if heads is not None and not heads.has_intervals and fit_missing:
+        outdated = heads is not None and not heads.has_intervals and fit_missing
+        if outdated:
             # cached before prediction intervals existed: refit once (the cache is ours to redo)
             ctx.notes.append("The cached probe heads predate prediction intervals; they were refitted with intervals.")
             heads = None
@@ -249,8 +281,7 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
 
             result = fit_probes(ws, EmbeddingTable(cell_ids=ctx.cell_ids, vectors=ctx.vectors), known, ProbeConfig())
             heads = result.heads
-            heads.save(d)
-            (d / "DONE").write_text("ok\n")
+            _store_heads(heads, d, replace=outdated)
         elif heads is None:
             ctx.notes.append("Probe heads are not trained for this model: showing observed values only.")
             return

@@ -38,7 +38,7 @@ from urbanclip.data.workspace import atomic_write_json
 from urbanclip.errors import UserError
 from urbanclip.events import read_events
 from urbanclip.services.context import active_model_file, clear_active_model  # noqa: F401 (the Train page's)
-from urbanclip.services.supervisor import BUSY_EXIT, LOCK, LOG, METRICS, RUN_JSON
+from urbanclip.services.supervisor import BUSY_EXIT, LOCK, LOG, METRICS, RUN_JSON  # noqa: F401 (LOCK: for readers)
 from urbanclip.services.workspaces import check_known_workspace
 
 NICE_ENV = "URBANCLIP_RUN_NICE"         # CPU priority offset of app-launched runs (default 10)

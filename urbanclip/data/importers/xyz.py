@@ -37,7 +37,7 @@ from urbanclip import __version__
 from urbanclip.data.importers import ImportReport
 from urbanclip.data.importers.geotiff import CutConfig, aggregate_raster, cut_mosaic, indicator_specs
 from urbanclip.data.tiles import ground_resolution_m, tile_bounds_mercator, tiles_for_bbox
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder
+from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, atomic_write_bytes
 from urbanclip.errors import UserError
 from urbanclip.paths import tile_cache_dir
 
@@ -114,7 +114,7 @@ def fetch_tiles(template: str, bbox: tuple[float, float, float, float], zoom: in
         raise UserError(f"bbox {bbox} needs {n} tiles at zoom {zoom} (limit {cfg.max_tiles}); use a lower --zoom or a smaller bbox")
     folder = cache_folder(template, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "template.txt").write_text(template + "\n", "utf-8")
+    atomic_write_bytes(folder / "template.txt", (template + "\n").encode("utf-8"))
     result = FetchResult(zoom=zoom, tiles={}, missing=[])
     session = requests.Session()
     session.headers["User-Agent"] = cfg.user_agent
@@ -131,10 +131,7 @@ def fetch_tiles(template: str, bbox: tuple[float, float, float, float], zoom: in
         if data is None:
             result.missing.append((url, reason))
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic_write_bytes(path, data)  # unique temp + rename: concurrent imports share the cache safely
         result.tiles[(x, y)] = path
         result.downloaded += 1
     session.close()
