@@ -64,17 +64,18 @@ def test_the_lock_is_reentrant_in_its_thread_and_refused_in_another(tmp_path):
 def test_a_killed_writers_stale_lock_is_taken_over_and_its_temp_files_removed(tmp_path, holder_process):
     run = tmp_path / "run"
     p = holder_process(run)
-    orphan = run / ".checkpoint.pt.k2j3h4.tmp"
+    orphan = run / ".checkpoint.pt.k2j3h4x9.tmp"
     orphan.write_bytes(b"x" * 1000)  # what a kill during a checkpoint save leaves
     (run / "sub").mkdir()
-    (run / "sub" / ".heads.pt.abc.tmp").write_bytes(b"y")
+    (run / "sub" / ".probe_heads.pt.abc_1234.tmp").write_bytes(b"y")
+    (run / ".notes.tmp").write_text("not ours: other names are left alone")
     p.kill()
     p.wait()
     assert (run / runlock.LOCK_FILE).exists() and runlock.holder(run) is None  # stale: its process is dead
     with runlock.hold(run, "next") as lock:
         assert lock.stale_pid == p.pid
-        assert set(lock.orphans) == {orphan, run / "sub" / ".heads.pt.abc.tmp"}
-        assert not orphan.exists()
+        assert set(lock.orphans) == {orphan, run / "sub" / ".probe_heads.pt.abc_1234.tmp"}
+        assert not orphan.exists() and (run / ".notes.tmp").exists()
         assert runlock.read_lock(run) == (os.getpid(), "next")
 
 
@@ -115,7 +116,7 @@ def test_pretrain_removes_the_temp_file_of_a_killed_save(tmp_path, tiny_workspac
 
     run = tmp_path / "run"
     run.mkdir()
-    orphan = run / ".checkpoint.pt.q8w7e6.tmp"
+    orphan = run / ".checkpoint.pt.q8w7e6r5.tmp"
     orphan.write_bytes(os.urandom(4096))
     m, t = _train_cfg(max_steps=2)
     pretrain(tiny_workspace_path, run, m, t)

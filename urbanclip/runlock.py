@@ -26,6 +26,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from urbanclip.errors import UserError
 
 LOCK_FILE = ".lock"
 ENV = "URBANCLIP_RUN_LOCK"
-ORPHAN_GLOBS = (".*.tmp", ".*.part")  # what the atomic writers leave when killed mid-write
+# what the atomic writers (tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")) leave when killed mid-write
+ORPHAN = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+ORPHAN_DEPTH = 2  # RUN, RUN/heads, RUN/heads/<encoder>: where run writers put files
 
 
 class RunBusy(UserError):
@@ -86,20 +89,22 @@ def busy_message(run_dir: Path, pid: int, label: str) -> str:
 
 
 def remove_orphans(run_dir: Path) -> list[Path]:
-    """Delete temp files of interrupted atomic writes in RUN and its sub-folders (not in sub-folders that
-    another live writer holds). Call only while holding RUN."""
+    """Delete temp files of interrupted atomic writes in RUN and its sub-folders up to ORPHAN_DEPTH (not in
+    sub-folders that another live writer holds). Call only while holding RUN."""
     removed = []
-    for folder, dirs, _ in os.walk(run_dir):
+    for folder, dirs, files in os.walk(run_dir):
         here = Path(folder)
+        depth = len(here.relative_to(run_dir).parts)
+        if depth >= ORPHAN_DEPTH:
+            dirs[:] = []
         if here != run_dir and holder(here) is not None:
             dirs[:] = []
             continue
-        for pattern in ORPHAN_GLOBS:
-            for f in here.glob(pattern):
-                if f.is_file():
-                    with contextlib.suppress(OSError):
-                        f.unlink()
-                        removed.append(f)
+        for name in files:
+            if ORPHAN.match(name):
+                with contextlib.suppress(OSError):
+                    (here / name).unlink()
+                    removed.append(here / name)
     return removed
 
 
