@@ -118,6 +118,7 @@ def test_pretrain_removes_the_temp_file_of_a_killed_save(tmp_path, tiny_workspac
     run.mkdir()
     orphan = run / ".checkpoint.pt.q8w7e6r5.tmp"
     orphan.write_bytes(os.urandom(4096))
+    (run / runlock.LOCK_FILE).write_text("999999999\npretrain\n")  # its writer was killed
     m, t = _train_cfg(max_steps=2)
     pretrain(tiny_workspace_path, run, m, t)
     assert not orphan.exists()
@@ -183,3 +184,15 @@ def test_app_runs_and_cli_runs_interlock(tmp_path, tiny_workspace_path, capsys):
     while runs.run_status(out).state == "running" and time.time() < deadline:
         time.sleep(0.1)
     assert runs.run_status(out).state == "interrupted"
+
+
+def test_the_command_line_says_what_it_cleaned_up(tmp_path, tiny_workspace_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runlock.LOCK_FILE).write_text("999999999\nprobe\n")
+    (run / ".report.json.x1y2z3w4.tmp").write_text("{")
+    assert main(["probe", "--workspace", str(tiny_workspace_path), "--out", str(run), "--encoder", "pca",
+                 "--splits", "random", "--max-epochs", "5", "--ensemble", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "took over the stale lock of process 999999999" in err and ".report.json.x1y2z3w4.tmp" in err
+    assert not (run / ".report.json.x1y2z3w4.tmp").exists() and (run / "report.json").is_file()

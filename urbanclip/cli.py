@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     folder = getattr(args, args._run_folder, None) if args._run_folder else None
     try:
-        with runlock.hold(folder, args._name) if folder else contextlib.nullcontext():
+        with runlock.hold(folder, args._name) if folder else contextlib.nullcontext() as lock:
+            if lock is not None and (lock.stale_pid or lock.orphans):
+                print(f"note: {lock.cleanup_note()}", file=sys.stderr)
             return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -144,6 +144,16 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+    def cleanup_note(self) -> str:
+        """What taking the folder cleaned up: a dead writer's lock, temp files of its interrupted saves."""
+        parts = []
+        if self.stale_pid:
+            parts.append(f"took over the stale lock of process {self.stale_pid}, which is no longer running")
+        if self.orphans:
+            parts.append(f"removed {len(self.orphans)} temp file(s) of an interrupted save "
+                         f"({', '.join(p.name for p in self.orphans[:3])})")
+        return f"{self.run_dir}: " + "; ".join(parts)
+
     def child_env(self) -> dict[str, str]:
         """Environment entries that let a child process write under this lock."""
         return {ENV: f"{self.pid}:{self.run_dir}"}
