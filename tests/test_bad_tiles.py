@@ -37,6 +37,7 @@ def test_an_unreadable_tile_is_skipped_flagged_and_named(broken):
 
     ws, ckpt, bad = broken
     assert list(ws.unreadable_images()) == [bad]
+    assert f"unreadable image {ws.cell(bad)['image']} of cell {bad}" in ws.summary()  # what `info` prints
     ctx = load_context(ws.root, model_path=ckpt)
     note = next(n for n in ctx.notes if "cannot be read" in n)
     assert str(ws.cell(bad)["image"]) in note and "Replace or remove" in note

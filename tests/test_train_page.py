@@ -107,7 +107,8 @@ def test_finished_runs_offer_only_loadable_pretraining_checkpoints(env, ws_root,
     assert "Test R² per indicator (log1p targets)" in titles and "one point per encoder" in _text(at)
     use[0].click().run()
     assert not at.exception and active_model_path() == (root / "pretrain-ok").resolve()
-    assert "use_container_width" not in capfd.readouterr().err  # no deprecation warnings
+    err = capfd.readouterr().err
+    assert "use_container_width" not in err and "deprecat" not in err.lower()  # no deprecation warnings
 
 
 def test_a_busy_output_folder_is_refused_naming_the_pid(env):

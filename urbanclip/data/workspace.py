@@ -516,11 +516,16 @@ class Workspace:
 
     def summary(self) -> str:
         lines = [f"workspace {self.name!r} at {self.root}" + (" (SYNTHETIC demo data)" if self.manifest.synthetic else "")]
+        bad = self.unreadable_images()
         for c in self.cities:
             sub = self.city_cells(c)
             n_img = int(sub["image"].notna().sum())
+            n_bad = sum(1 for cid in sub["cell_id"] if cid in bad)
             n_txt = int((sub["text_raw"] != "").sum())
-            lines.append(f"  {c}: {len(sub)} cells, {n_img} with images, {n_txt} with descriptions")
+            lines.append(f"  {c}: {len(sub)} cells, {n_img} with images" + (f" ({n_bad} unreadable)" if n_bad else "")
+                         + f", {n_txt} with descriptions")
+        for cid, err in list(bad.items())[:5]:
+            lines.append(f"  unreadable image {self.cell(cid)['image']} of cell {cid}: {err}; replace or remove it")
         for k, spec in self.manifest.indicators.items():
             known = int(self.cells[k].notna().sum())
             lines.append(f"  indicator {k} [{spec.unit}]: {known} known values")

@@ -45,7 +45,10 @@ def known_workspaces() -> list[Path]:
     root = paths.workspaces_dir()
     if root.is_dir():
         found += sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _is_workspace(d))
-    found += registered_workspaces()
+    try:
+        found += registered_workspaces()
+    except UserError:
+        pass  # a damaged registry: `python -m urbanclip workspaces` reports it; the page offers the rest
     out: list[Path] = []
     for p in found:
         r = p.expanduser().resolve()
