@@ -196,3 +196,17 @@ def test_the_command_line_says_what_it_cleaned_up(tmp_path, tiny_workspace_path,
     err = capsys.readouterr().err
     assert "took over the stale lock of process 999999999" in err and ".report.json.x1y2z3w4.tmp" in err
     assert not (run / ".report.json.x1y2z3w4.tmp").exists() and (run / "report.json").is_file()
+
+
+def test_commands_that_rewrite_a_workspace_take_turns(tiny_workspace_copy, holder_process, capsys):
+    p = holder_process(tiny_workspace_copy)
+    assert main(["refine", "--workspace", str(tiny_workspace_copy)]) == 2
+    assert f"is busy: process {p.pid} (holder)" in capsys.readouterr().err
+    p.kill()
+    p.wait()
+    cache = tiny_workspace_copy / "cache" / "embeddings"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / ".x.npy.abcd1234.tmp").write_bytes(b"another process's cache write in progress")
+    assert main(["refine", "--workspace", str(tiny_workspace_copy)]) == 0
+    assert (cache / ".x.npy.abcd1234.tmp").exists()  # a workspace's caches are not the command's to clean
+    assert not (tiny_workspace_copy / runlock.LOCK_FILE).exists()

@@ -7,7 +7,8 @@ keeping `--help` fast. Installed as the console script `urbanclip` too.
 
 A command that writes a run folder names its argument in `RUN_FOLDER`; the folder is
 held (urbanclip.runlock) while the command runs, so a second writer is refused with
-`error:` naming the holder's pid. User errors, and I/O errors of the machine (disk
+`error:` naming the holder's pid. A command that rewrites its workspace (`WRITES_WORKSPACE`)
+holds the workspace folder the same way. User errors, and I/O errors of the machine (disk
 full, permission denied), print `error: ...` and exit 2.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import errno
 import sys
+from pathlib import Path
 
 from urbanclip import __version__, runlock
 from urbanclip.commands import command_modules
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run, _name=mod.NAME, _run_folder=getattr(mod, "RUN_FOLDER", None))
+        p.set_defaults(_run=mod.run, _name=mod.NAME, _run_folder=getattr(mod, "RUN_FOLDER", None),
+                       _writes_workspace=getattr(mod, "WRITES_WORKSPACE", False))
     return parser
 
 
@@ -54,10 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     folder = getattr(args, args._run_folder, None) if args._run_folder else None
+    workspace = getattr(args, "workspace", None) if args._writes_workspace else None
     try:
-        with runlock.hold(folder, args._name) if folder else contextlib.nullcontext() as lock:
-            if lock is not None and (lock.stale_pid or lock.orphans):
-                print(f"note: {lock.cleanup_note()}", file=sys.stderr)
+        with contextlib.ExitStack() as held:
+            if workspace and Path(workspace).is_dir():  # one command rewriting a workspace at a time
+                held.enter_context(runlock.hold(workspace, args._name, clean=False))
+            if folder:
+                lock = held.enter_context(runlock.hold(folder, args._name))
+                if lock.stale_pid or lock.orphans:
+                    print(f"note: {lock.cleanup_note()}", file=sys.stderr)
             return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

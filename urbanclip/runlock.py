@@ -181,9 +181,10 @@ def _inherited(run_dir: Path) -> bool:
     return same and got is not None and got[0] == int(pid_s) and pid_alive(int(pid_s))
 
 
-def acquire(run_dir: Path | str, label: str = "") -> RunLock:
+def acquire(run_dir: Path | str, label: str = "", clean: bool = True) -> RunLock:
     """Hold RUN (created if missing) for this process; RunBusy (a UserError) naming the holder's pid when
-    another live process writes to it."""
+    another live process writes to it. `clean=False` leaves temp files alone (a workspace, whose caches
+    other processes write without holding it)."""
     run_dir = Path(run_dir).expanduser().resolve()
     label = " ".join(str(label).split())
     with _LOCK:
@@ -204,7 +205,7 @@ def acquire(run_dir: Path | str, label: str = "") -> RunLock:
     else:
         lock = _take(run_dir, label)
     lock.thread = threading.get_ident()
-    lock.orphans = tuple(remove_orphans(run_dir))
+    lock.orphans = tuple(remove_orphans(run_dir)) if clean else ()
     with _LOCK:
         _HELD[run_dir] = lock
     return lock
@@ -243,9 +244,9 @@ def _take(run_dir: Path, label: str) -> RunLock:
 
 
 @contextlib.contextmanager
-def hold(run_dir: Path | str, label: str = "") -> Iterator[RunLock]:
+def hold(run_dir: Path | str, label: str = "", clean: bool = True) -> Iterator[RunLock]:
     """`with hold(RUN, "pretrain"):` write to RUN as its only writer."""
-    lock = acquire(run_dir, label)
+    lock = acquire(run_dir, label, clean)
     try:
         yield lock
     finally:

@@ -2,7 +2,8 @@
 
 A command module exposes `NAME`, `HELP`, optional `DESCRIPTION`, `add_arguments(parser)`
 and `run(args) -> int`, and `RUN_FOLDER` (the argument naming the run folder it writes,
-held by urbanclip.runlock while it runs) when it writes one. Commands are thin: parse arguments, call one library function,
+held by urbanclip.runlock while it runs) when it writes one, `WRITES_WORKSPACE = True` when
+it rewrites its --workspace (held the same way). Commands are thin: parse arguments, call one library function,
 print. Modules whose name starts with "_" are shared helpers, not commands. The CLI
 (`urbanclip.cli`) and the app's Train page both use this registry: the page launches a
 command by name (`page_commands`) and checks its arguments with the command's own parser
