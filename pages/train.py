@@ -34,12 +34,18 @@ def _new_name(key: str, kind: str) -> None:
 
 
 def _charts(r: runs.RunStatus, where: str) -> None:
-    for c in runs.charts(r):
+    """The run's main chart full width, its secondary ones (gradient norm, learning rate...) side by side."""
+    charts = runs.charts(r)
+    if not charts:
+        return
+    for c, box in zip(charts, [st.container(), *st.columns(max(1, len(charts) - 1))]):
         fig = px.line(c.frame, x="step", y=c.series, title=c.title, markers=len(c.frame) < 30,
                       labels={"step": c.x_label, "value": c.y_label, "variable": ""})
-        st.plotly_chart(fig, width="stretch", key=f"{where}-{r.path}-{c.title}")
+        if c.x_label != "step":
+            fig.update_xaxes(dtick=1)
+        box.plotly_chart(fig, width="stretch", key=f"{where}-{r.path}-{c.title}")
         if c.note:
-            st.caption(c.note)
+            box.caption(c.note)
 
 
 # ---- launch ---------------------------------------------------------------------------
