@@ -38,9 +38,9 @@ def server(tmp_path_factory):
     env = dict(os.environ, URBANCLIP_HOME=str(home), URBANCLIP_WORKSPACE=str(ws_root), PYTHONPATH=str(REPO),
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", URBANCLIP_RUN_THREADS="1")
     log = open(home / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless",
+                             "true", "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=REPO,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -19,7 +19,8 @@ from urbanclip import runlock
 from urbanclip.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-HOLD = "import sys, time; from urbanclip import runlock; runlock.acquire(sys.argv[1], 'holder'); print('held', flush=True); time.sleep(120)"
+HOLD = ("import sys, time; from urbanclip import runlock; runlock.acquire(sys.argv[1], 'holder'); "
+        "print('held', flush=True); time.sleep(120)")
 
 
 @pytest.fixture

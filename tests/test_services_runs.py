@@ -138,7 +138,8 @@ def test_launch_run_builds_the_urbanclip_command(tmp_path, monkeypatch):
     st = _wait(out, "failed")  # the workspace does not exist: `info` exits 2, recorded as failed
     assert st.summary["returncode"] == 2 and out.parent == runs.runs_root()
     argv = json.loads((out / runs.RUN_JSON).read_text())["argv"]
-    assert argv[1:4] == ["-m", "urbanclip", "info"] and argv[4:] == ["--workspace", str((tmp_path / "missing").resolve())]
+    assert argv[1:4] == ["-m", "urbanclip", "info"]
+    assert argv[4:] == ["--workspace", str((tmp_path / "missing").resolve())]
     assert "error: workspace folder" in runs.log_tail(out)
 
 

@@ -199,7 +199,8 @@ def acquire(run_dir: Path | str, label: str = "", clean: bool = True) -> RunLock
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the run folder {run_dir} ({e.strerror or e}); choose a folder you can write to") from None
+        raise UserError(f"cannot create the run folder {run_dir} ({e.strerror or e}); "
+                        "choose a folder you can write to") from None
     if _inherited(run_dir):
         lock = RunLock(run_dir, os.getpid(), label, inherited=True)
     else:

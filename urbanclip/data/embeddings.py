@@ -83,7 +83,8 @@ def embeddable_cells(workspace: Workspace, encoder=None) -> list[str]:
     if encoder is not None and hasattr(encoder, "eligible"):
         return [c for c in encoder.eligible(workspace) if c not in bad]
     cells = workspace.cells
-    return [str(c) for c, img in zip(cells["cell_id"], cells["image"]) if isinstance(img, str) and img and str(c) not in bad]
+    return [str(c) for c, img in zip(cells["cell_id"], cells["image"])
+            if isinstance(img, str) and img and str(c) not in bad]
 
 
 def cached_embeddings(workspace: Workspace, encoder, refresh: bool = False) -> EmbeddingTable:

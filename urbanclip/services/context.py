@@ -175,7 +175,8 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
         _attach_embeddings(ctx, progress, spec=FALLBACK_ENCODER)
         if ctx.vectors is not None:
             _attach_index(ctx)
-            ctx.notes.append(f"Similar cells use the '{FALLBACK_ENCODER}' baseline image embedding until a model loads.")
+            ctx.notes.append(f"Similar cells use the '{FALLBACK_ENCODER}' baseline image embedding until a model "
+                             "loads.")
         return ctx
     _attach_embeddings(ctx, progress)
     if ctx.vectors is not None:

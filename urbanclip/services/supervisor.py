@@ -93,7 +93,8 @@ def limited_env(env: dict[str, str], threads: int) -> dict[str, str]:
 
 def _options(argv: list[str]) -> tuple[Path, dict[str, str], list[str]]:
     if "--" not in argv or argv.index("--") < 1:
-        raise SystemExit("usage: python -m urbanclip.services.supervisor RUN [--label L] [--nice N] [--threads T] -- CMD...")
+        raise SystemExit("usage: python -m urbanclip.services.supervisor RUN [--label L] [--nice N] [--threads T] "
+                         "-- CMD...")
     head, cmd = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     opts = dict(zip(head[1::2], head[2::2]))
     return Path(head[0]), opts, cmd
