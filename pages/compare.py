@@ -9,7 +9,7 @@ from urbanclip.data.workspace import split_sentences
 from urbanclip.errors import UserError
 from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer, matched_pairs
 from urbanclip.services.profile import format_value, similar_cells
-from urbanclip.ui import SELECTED, ensure_navigation, get_context, show_notes
+from urbanclip.ui import SELECTED, ensure_navigation, get_context, plain, show_notes
 
 ensure_navigation()
 st.title("Compare cities")
@@ -31,14 +31,14 @@ if ctx is not None:
 
     def card(col, cell_id: str, title: str) -> None:
         cell = ws.cell(cell_id)
-        col.markdown(f"**{title}** · `{cell_id}`")
-        path = ws.image_path(cell_id)
+        col.markdown(f"**{plain(title)}** · {plain(cell_id)}")
+        path = ws.readable_image_path(cell_id)
         if path is not None:
-            col.image(str(path), use_container_width=True)
+            col.image(str(path), width="stretch")
         else:
-            col.info("Imagery unavailable")
-        col.caption(" ".join(split_sentences(cell[text_col])[:3]) or "no description")
-        col.markdown("  \n".join(f"{s.label}: {format_value(float(cell[k]), s.unit)}"
+            col.info("Imagery unavailable" if ws.image_path(cell_id) is None else "The tile image cannot be read")
+        col.caption(plain(" ".join(split_sentences(cell[text_col])[:3])) or "no description")
+        col.markdown("  \n".join(f"{plain(s.label)}: {plain(format_value(float(cell[k]), s.unit))}"
                                  for k, s in ws.manifest.indicators.items()))
 
     if ctx.vectors is None:
@@ -69,8 +69,8 @@ if ctx is not None:
             fig = px.scatter(pairs.frame, x="a", y="b", color="score", hover_data=["cell_a", "cell_b"],
                              labels={"a": f"{city_a}: log1p({unit})", "b": f"best match in {city_b}: log1p({unit})"},
                              title=f"{ws.manifest.indicators[ind].label} of matched pairs ({pairs.correlation_text})")
-            st.plotly_chart(fig, use_container_width=True)
-            st.dataframe(df.head(50), use_container_width=True, hide_index=True)
+            st.plotly_chart(fig, width="stretch")
+            st.dataframe(df.head(50), width="stretch", hide_index=True)
             top = df.iloc[0]
             cols = st.columns(2)
             card(cols[0], top["cell_a"], city_a)
@@ -91,4 +91,4 @@ if ctx is not None:
         for col, (name, mat) in zip(cols, mats.items()):
             fig = px.imshow(mat.astype(float), text_auto=".2f", color_continuous_scale="Viridis",
                             labels={"x": "test city", "y": "train city", "color": "R²"}, title=f"{name} R²")
-            col.plotly_chart(fig, use_container_width=True)
+            col.plotly_chart(fig, width="stretch")

@@ -1,6 +1,6 @@
 """The package's layers, read from the source: imports run one way, downward.
 
-    core (errors, paths, events) < data < search < model < training < text < evaluation
+    core (errors, paths, events, runlock) < data < search < model < training < text < evaluation
     < services < commands/cli < ui (Streamlit)
 
 A module may import its own layer and the layers below it, never one above, lazy
@@ -18,7 +18,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "urbanclip"
 LAYERS = ["core", "data", "search", "model", "training", "text", "evaluation", "services", "commands", "ui"]
-CORE = {"urbanclip", "urbanclip.errors", "urbanclip.paths", "urbanclip.events", "urbanclip.assets"}
+CORE = {"urbanclip", "urbanclip.errors", "urbanclip.paths", "urbanclip.events", "urbanclip.runlock", "urbanclip.assets"}
 
 
 def layer_of(module: str) -> str:

@@ -1,7 +1,9 @@
 """Where urbanclip keeps caches, runs and the embedded demo, and where its shipped assets are: one place.
 
 `URBANCLIP_HOME` overrides the default `~/.cache/urbanclip`, so tests and CI can
-point everything at a temporary folder. The shipped assets (demo model, vendored
+point everything at a temporary folder; `URBANCLIP_RUNS` moves the runs root (where
+the app puts every run it launches) and `URBANCLIP_WORKSPACES` the workspaces root
+(whose workspaces the Train page offers). The shipped assets (demo model, vendored
 Leaflet, favicon) are the package data `urbanclip.assets` (the repo's `assets/`
 folder, see pyproject.toml); `URBANCLIP_ASSETS` points at another copy.
 """
@@ -16,6 +18,8 @@ from urbanclip.errors import UserError
 
 HOME_ENV = "URBANCLIP_HOME"
 ASSETS_ENV = "URBANCLIP_ASSETS"
+RUNS_ENV = "URBANCLIP_RUNS"
+WORKSPACES_ENV = "URBANCLIP_WORKSPACES"
 
 
 def home() -> Path:
@@ -37,14 +41,21 @@ def shipped_model_dir() -> Path:
     return assets_dir() / "model"
 
 
+def workspaces_dir() -> Path:
+    """The workspaces root: $URBANCLIP_WORKSPACES, else <home>/workspaces (the demo is built there)."""
+    env = os.environ.get(WORKSPACES_ENV)
+    return Path(env).expanduser() if env else home() / "workspaces"
+
+
 def demo_workspace_dir() -> Path:
     """Where `python -m urbanclip demo` builds the synthetic demo workspace."""
     return home() / "workspaces" / "demo"
 
 
 def runs_dir() -> Path:
-    """Default parent folder of training / probe runs launched from the app."""
-    return home() / "runs"
+    """The runs root: every run the app launches lives below it ($URBANCLIP_RUNS, else <home>/runs)."""
+    env = os.environ.get(RUNS_ENV)
+    return Path(env).expanduser() if env else home() / "runs"
 
 
 def tile_cache_dir() -> Path:

@@ -9,6 +9,7 @@ text are computed there, so they are testable without a browser.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -24,7 +25,14 @@ from urbanclip.services.area import (
     cells_in_polygon,
     read_map_event,
 )
-from urbanclip.services.context import AppContext, active_model_file, active_model_path, load_context, workspace_dir
+from urbanclip.services.context import (
+    AppContext,
+    active_model_file,
+    active_model_path,
+    clear_active_model,
+    load_context,
+    workspace_dir,
+)
 from urbanclip.services.export import FORMATS, export_cells, file_name
 from urbanclip.services.lookup import search
 from urbanclip.services.mapview import add_area_outline, add_draw_control
@@ -41,6 +49,20 @@ LAST_DRAWING = "_area_last_drawing"
 SUMMARY = "_area_summary"
 ALLOW_NETWORK = "allow_online_search"
 RETURNED = ["last_active_drawing", "all_drawings"]  # what st_folium must return for clicks and drawings
+
+
+# ---------------------------------------------------------------------------------
+# user text
+
+
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])")
+
+
+def plain(text: object) -> str:
+    """`text` for a Markdown widget (markdown, caption, info, labels...) shown as typed: every Markdown,
+    HTML and Streamlit markup character is backslash-escaped, so user text (a search query, place and
+    city names, descriptions from imported captions, file names) never renders as links, images or HTML."""
+    return _MARKUP.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 # ---------------------------------------------------------------------------------
@@ -111,7 +133,7 @@ def get_context() -> AppContext | None:
             ctx = slot["ctx"]
     except UserError as e:
         box.empty()
-        st.error(f"Cannot open the workspace: {e}")
+        st.error(f"Cannot open the workspace: {plain(e)}")
         st.info("Build the demo with `python -m urbanclip demo`, or point the app at a workspace with "
                 "`URBANCLIP_WORKSPACE=/path/to/workspace streamlit run app.py`.")
         return None
@@ -121,7 +143,7 @@ def get_context() -> AppContext | None:
 
 def shared_sidebar() -> None:
     """What every page shows in the sidebar: which workspace the app serves."""
-    st.sidebar.caption(f"Workspace `{workspace_dir()}`")
+    st.sidebar.caption(f"Workspace {plain(workspace_dir())}")
 
 
 def show_notes(ctx: AppContext) -> None:
@@ -129,7 +151,10 @@ def show_notes(ctx: AppContext) -> None:
     if ctx.notes:
         with st.expander(f"Status: {len(ctx.notes)} note(s)", expanded=not ctx.has_model):
             for note in ctx.notes:
-                st.info(note)
+                st.info(plain(note))
+            if ctx.model_error and active_model_file().is_file():
+                st.button("Use the shipped model", key="use-shipped-model", on_click=clear_active_model,
+                          help="the model chosen on the Train page does not load; go back to assets/model")
     if ctx.workspace.manifest.synthetic:
         st.caption("This is the SYNTHETIC demo workspace: images, descriptions and indicators are generated, not real.")
 
@@ -157,8 +182,9 @@ def search_form(ctx: AppContext) -> None:
         with st.spinner("Searching (the first search over a workspace's descriptions embeds them once)..."):
             res = search(ctx, query, city=None, allow_network=bool(st.session_state.get(ALLOW_NETWORK, False)))
     except UserError as e:
-        st.warning(str(e))
+        st.warning(plain(e))
         return
+    res.message = plain(res.message)  # it quotes the query: shown as typed wherever the page puts it
     st.session_state[SEARCH] = res
     if res.kind == "error":
         return
@@ -180,7 +206,7 @@ def search_results(res) -> None:
     with st.expander(f"Search results ({label})", expanded=True):
         st.caption(res.message)
         for h in res.ranked[:5]:
-            st.button(f"{h.score:.3f} · {h.cell_id}", key=f"hit-{h.cell_id}", on_click=select_cell,
+            st.button(f"{h.score:.3f} · {plain(h.cell_id)}", key=f"hit-{h.cell_id}", on_click=select_cell,
                       args=(h.cell_id, h.city))
 
 
@@ -195,8 +221,8 @@ def grounding_badge(g) -> None:
     if g.low:
         st.badge("Weakly grounded", icon=":material/warning:", color="orange")
         if g.weak_sentences:
-            st.caption("Weak: " + " ".join(f"“{s}”" for s in g.weak_sentences[:3]))
-    st.caption(g.message())
+            st.caption("Weak: " + " ".join(f"“{plain(s)}”" for s in g.weak_sentences[:3]))
+    st.caption(plain(g.message()))
 
 
 def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
@@ -205,23 +231,26 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
         try:
             prof = profile_cell(ctx, cell_id, generate=generate)
         except UserError as e:
-            st.warning(str(e))
+            st.warning(plain(e))
             return
-    st.subheader(f"{prof.city} · cell {prof.row},{prof.col}")
-    st.caption(f"`{prof.cell_id}` · lat {prof.lat:.5f}, lon {prof.lon:.5f}")
+    st.subheader(f"{plain(prof.city)} · cell {prof.row},{prof.col}")
+    st.caption(f"{plain(prof.cell_id)} · lat {prof.lat:.5f}, lon {prof.lon:.5f}")
     left, right = st.columns([1, 1.3])
     with left:
         if prof.image_path is not None:
             st.image(str(prof.image_path), caption="Satellite tile", use_container_width=True)
+        elif prof.image_problem:
+            st.badge("Unreadable tile", icon=":material/broken_image:", color="red")
+            st.warning(plain(prof.image_problem))
         else:
             st.info("Imagery is unavailable for this cell.")
     with right:
         st.markdown("**Generated description (model)**")
-        st.write(prof.generated if prof.generated else f"_{prof.generated_note}_")
+        st.markdown(plain(prof.generated) if prof.generated else f"_{plain(prof.generated_note)}_")
         grounding_badge(prof.grounding)
         if prof.source_description:
-            st.markdown(f"**Source description** (workspace `{prof.source_column}`)")
-            st.write(prof.source_description.replace("\n", " "))
+            st.markdown(f"**Source description** (workspace {plain(prof.source_column)})")
+            st.markdown(plain(prof.source_description))
             grounding_badge(prof.source_grounding)
         if prof.grounding_note:
             st.caption(prof.grounding_note)
@@ -236,14 +265,15 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
         st.caption("Predicted values need a trained model with probe heads; showing observed values only.")
     st.markdown("**Most similar cells in other cities**")
     if not prof.similar:
-        st.caption(prof.similar_note)
+        st.caption(plain(prof.similar_note))
     for m in prof.similar:
         c1, c2 = st.columns([1, 2.5])
         if m.image_path is not None:
             c1.image(str(m.image_path), use_container_width=True)
-        ind = " · ".join(f"{iv.label}: {format_value(m.observed[iv.name], iv.unit)}" for iv in prof.indicators)
-        c2.markdown(f"**{m.city}** · similarity **{m.score:.3f}**  \n{ind}")
-        c2.button(f"Go to {m.cell_id}", key=f"go-{m.cell_id}", on_click=select_cell, args=(m.cell_id, m.city))
+        ind = " · ".join(f"{plain(iv.label)}: {plain(format_value(m.observed[iv.name], iv.unit))}"
+                         for iv in prof.indicators)
+        c2.markdown(f"**{plain(m.city)}** · similarity **{m.score:.3f}**  \n{ind}")
+        c2.button(f"Go to {plain(m.cell_id)}", key=f"go-{m.cell_id}", on_click=select_cell, args=(m.cell_id, m.city))
 
 
 def download_panel(ctx: AppContext, city: str, selected: str | None) -> None:
@@ -372,23 +402,24 @@ def area_panel(ctx: AppContext, city: str) -> None:
         try:
             s = _summary(ctx, city)
         except UserError as e:
-            st.warning(str(e))
+            st.warning(plain(e))
             return
         how = "cells whose centre is inside the polygon" if s.selection == "polygon" else "picked cells"
         st.markdown(f"**{s.n_cells} cell{'s' if s.n_cells != 1 else ''}** · {s.area_km2:.2f} km² · {how}")
         st.table(area_indicator_table(s))
         for note in s.notes:
-            st.caption(note)
+            st.caption(plain(note))
         st.markdown("**What the area looks like**")
         for p in s.description:
             g = f", grounding {p.grounding:.2f}" if p.grounding is not None else ""
-            st.markdown(f"- {p.sentence} _(in {p.cells} of {s.n_cells} cells{g})_")
-        st.caption(s.description_note)
+            st.markdown(f"- {plain(p.sentence)} _(in {p.cells} of {s.n_cells} cells{g})_")
+        st.caption(plain(s.description_note))
         st.markdown(f"**Most similar areas in other cities** ({s.window[0]}×{s.window[1]}-cell windows)")
         if not s.similar:
-            st.caption(s.similar_note)
+            st.caption(plain(s.similar_note))
         for m in s.similar:
-            ind = " · ".join(f"{iv.label}: {format_value(m.observed[iv.name], iv.unit)}" for iv in s.indicators)
-            st.markdown(f"**{m.city}** · similarity **{m.score:.3f}** · {len(m.cell_ids)} cells  \n{ind}")
-            st.button(f"Go to {m.centre}", key=f"area-go-{m.city}-{m.anchor}", on_click=select_cell,
+            ind = " · ".join(f"{plain(iv.label)}: {plain(format_value(m.observed[iv.name], iv.unit))}"
+                             for iv in s.indicators)
+            st.markdown(f"**{plain(m.city)}** · similarity **{m.score:.3f}** · {len(m.cell_ids)} cells  \n{ind}")
+            st.button(f"Go to {plain(m.centre)}", key=f"area-go-{m.city}-{m.anchor}", on_click=select_cell,
                       args=(m.centre, m.city))

@@ -8,6 +8,7 @@ from urbanclip.commands._options import add_probe_options, add_split_options, pr
 
 NAME = "compare"
 HELP = "full comparison: baselines + ablations + UrbanCLIP with the same probe (Table 2)"
+RUN_FOLDER = "out"  # held (urbanclip.runlock) while the command writes to it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

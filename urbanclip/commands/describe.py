@@ -7,6 +7,8 @@ import argparse
 
 NAME = "describe"
 HELP = "describe tiles with an image-to-text model (Hugging Face folder or an UrbanCLIP run)"
+WRITES_WORKSPACE = True  # held (urbanclip.runlock) while it rewrites the workspace
+RUN_FOLDER = "out"  # held (urbanclip.runlock) while the command writes to it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import argparse
 
 NAME = "faithfulness"
 HELP = "caption faithfulness of a checkpoint: distinct ratio, pairwise similarity, grounding per sentence"
+RUN_FOLDER = "out"  # held (urbanclip.runlock) while the command writes to it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ import json
 
 NAME = "pretrain"
 HELP = "pretrain UrbanCLIP (contrastive + captioning) on a workspace"
+RUN_FOLDER = "out"  # held (urbanclip.runlock) while the command writes to it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "With --resume it defaults to RUN/config.json")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size")
+    p.add_argument("--lr", type=float, help="override train.lr (peak learning rate)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--image-only", action="store_true", help="train UrbanViT: no text, two-view image contrast")
@@ -47,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         config = str(Path(args.out) / CONFIG_FILE) if args.resume else "demo"
     model_cfg, train_cfg = load_config(config)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "max_steps": args.max_steps, "seed": args.seed}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"epochs": args.epochs, "max_steps": args.max_steps, "seed": args.seed,
+                                   "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
     if args.image_only:
         overrides["image_only"] = True
     train_cfg = dataclasses.replace(train_cfg, **overrides)

@@ -8,6 +8,7 @@ from urbanclip.commands._options import add_probe_options, add_split_options, pr
 
 NAME = "probe"
 HELP = "indicator prediction with a frozen encoder (R², RMSE, MAE on the test split)"
+RUN_FOLDER = "out"  # held (urbanclip.runlock) while the command writes to it
 DESCRIPTION = (HELP + ". Encoders: urbanclip:RUN, urbanvit:RUN, pca, autoencoder, resnet18[:WEIGHTS] (random init "
                "unless weights are given), imagenet-cnn (EfficientNet-Lite0, ImageNet weights), tile2vec, "
                "simclr-geo, text-simclr. Scores each encoder on the random and the spatial-block split "

@@ -8,6 +8,7 @@ import json
 
 NAME = "refine"
 HELP = "refine descriptions with rules, flag low quality, choose one summary per cell"
+WRITES_WORKSPACE = True  # held (urbanclip.runlock) while it rewrites the workspace
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

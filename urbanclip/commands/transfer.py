@@ -8,6 +8,7 @@ from urbanclip.commands._options import add_probe_options, probe_config
 
 NAME = "transfer"
 HELP = "cross-city transfer of indicator probes (R² matrix per indicator, CSV + heatmap)"
+RUN_FOLDER = "out"  # held (urbanclip.runlock) while the command writes to it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,10 @@ Probes, transfer, search and the app all read embeddings through
     W/cache/embeddings/<encoder key>-<workspace fingerprint>.npy        float32 [N, D]
     W/cache/embeddings/<encoder key>-<workspace fingerprint>.ids.json   cell ids (rows) + metadata
 
-so changing an image or a description (new fingerprint) or the checkpoint /
-baseline config (new key) recomputes, and anything else is a file read.
+so changing an image (its bytes) or a description (new fingerprint) or the checkpoint /
+baseline config (new key) recomputes, and anything else is a file read. Cells whose tile
+cannot be read are left out (`embeddable_cells`). Both files are written by unique temp
+file + rename, so concurrent builders (app sessions, commands) never see a torn entry.
 
 `embed_sharded` fills the same cache in resumable chunks, split over the
 processes of `torchrun` (`python -m urbanclip embed`), for national-scale grids.
@@ -77,11 +79,15 @@ def cache_paths(workspace: Workspace, encoder, fingerprint: str | None = None) -
 
 
 def embeddable_cells(workspace: Workspace, encoder=None) -> list[str]:
-    """Cells an encoder can embed: its own `eligible(workspace)` if it has one, else cells with an image."""
+    """Cells an encoder can embed: its own `eligible(workspace)` if it has one, else cells with an image;
+    either way without the cells whose tile cannot be read (`Workspace.unreadable_images`): one bad
+    file must not take the embeddings of the whole workspace down."""
+    bad = workspace.unreadable_images()
     if encoder is not None and hasattr(encoder, "eligible"):
-        return list(encoder.eligible(workspace))
+        return [c for c in encoder.eligible(workspace) if c not in bad]
     cells = workspace.cells
-    return [str(c) for c, img in zip(cells["cell_id"], cells["image"]) if isinstance(img, str) and img]
+    return [str(c) for c, img in zip(cells["cell_id"], cells["image"])
+            if isinstance(img, str) and img and str(c) not in bad]
 
 
 def cached_embeddings(workspace: Workspace, encoder, refresh: bool = False) -> EmbeddingTable:

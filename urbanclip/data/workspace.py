@@ -572,6 +572,33 @@ class Workspace:
         rel = self.cell(cell_id)["image"]
         return self.root / rel if isinstance(rel, str) and rel else None
 
+    def image_records(self) -> dict[str, Any]:
+        """cell_id -> `ImageRecord` (digest of the tile's bytes, whether it decodes) of every cell whose image
+        file exists; memoised by file stat (urbanclip.data.imagecheck), so a repeat costs one stat per file."""
+        from urbanclip.data.imagecheck import CACHE_FILE, scan_images
+
+        rels = {str(c): img for c, img in zip(self.cells["cell_id"], self.cells["image"]) if isinstance(img, str) and img}
+        try:
+            cache = self.cache_dir / CACHE_FILE
+        except OSError:  # read-only workspace: memo in memory only
+            cache = None
+        recs = scan_images(self.root, rels.values(), cache)
+        return {c: recs[rel] for c, rel in rels.items() if recs.get(rel) is not None}
+
+    def unreadable_images(self) -> dict[str, str]:
+        """cell_id -> why its tile cannot be read, for image files that exist but do not decode."""
+        return {c: r.error for c, r in self.image_records().items() if not r.readable}
+
+    def readable_image_path(self, cell_id: str) -> Path | None:
+        """The tile's path when the file exists and decodes, else None (pages draw it as missing)."""
+        from urbanclip.data.imagecheck import scan_images
+
+        path = self.image_path(cell_id)
+        if path is None:
+            return None
+        rec = scan_images(self.root, [str(self.cell(cell_id)["image"])]).get(str(self.cell(cell_id)["image"]))
+        return path if rec is not None and rec.readable else None
+
     def load_image(self, cell_id: str, size: int | None = None) -> Image.Image | None:
         """The tile as an RGB PIL image (resized to size x size if given), or None if the cell has none."""
         path = self.image_path(cell_id)
@@ -597,28 +624,35 @@ class Workspace:
         return to_model_scale(self.cells[indicator].to_numpy(dtype=np.float64))
 
     def fingerprint(self) -> str:
-        """Hash of what a model sees: cell ids, image files (name + size) and texts.
+        """Hash of what a model sees: cell ids, image files (name + a digest of their bytes) and texts.
 
         Caches (embeddings, probe heads) are keyed by it, so they are recomputed
-        only when the content changes.
+        only when the content changes: a tile replaced by other bytes of the same
+        size changes it too. Digests are memoised by file stat (urbanclip.data.imagecheck).
         """
         h = hashlib.sha256()
+        records = self.image_records()
         text_cols = [c for c in self.cells.columns if c.startswith("text_")]
         for row in self.cells[["cell_id", "image", *text_cols]].itertuples(index=False):
             cid, img, *texts = row
-            size = (self.root / img).stat().st_size if isinstance(img, str) and img and (self.root / img).exists() else -1
-            h.update(f"{cid}\x00{img}\x00{size}\x00".encode())
+            rec = records.get(str(cid))
+            h.update(f"{cid}\x00{img}\x00{rec.digest if rec is not None else -1}\x00".encode())
             for t in texts:
                 h.update(str(t).encode("utf-8", "replace") + b"\x00")
         return h.hexdigest()[:16]
 
     def summary(self) -> str:
         lines = [f"workspace {self.name!r} at {self.root}" + (" (SYNTHETIC demo data)" if self.manifest.synthetic else "")]
+        bad = self.unreadable_images()
         for c in self.cities:
             sub = self.city_cells(c)
             n_img = int(sub["image"].notna().sum())
+            n_bad = sum(1 for cid in sub["cell_id"] if cid in bad)
             n_txt = int((sub["text_raw"] != "").sum())
-            lines.append(f"  {c}: {len(sub)} cells, {n_img} with images, {n_txt} with descriptions")
+            lines.append(f"  {c}: {len(sub)} cells, {n_img} with images" + (f" ({n_bad} unreadable)" if n_bad else "")
+                         + f", {n_txt} with descriptions")
+        for cid, err in list(bad.items())[:5]:
+            lines.append(f"  unreadable image {self.cell(cid)['image']} of cell {cid}: {err}; replace or remove it")
         for k, spec in self.manifest.indicators.items():
             known = int(self.cells[k].notna().sum())
             lines.append(f"  indicator {k} [{spec.unit}]: {known} known values")

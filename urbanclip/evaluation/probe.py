@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from urbanclip.data.indicators import from_model_scale
-from urbanclip.data.workspace import Workspace
+from urbanclip.data.workspace import Workspace, atomic_write_bytes
 from urbanclip.errors import UserError
 from urbanclip.evaluation.metrics import METRICS, mean_std, regression_metrics
 from urbanclip.evaluation.uncertainty import DEFAULT_LEVEL, Calibration, calibrate, check_level, coverage
@@ -289,20 +289,24 @@ class ProbeHeads:
                 for k, (p, lo, hi) in self.predict_interval_log(vectors).items()}
 
     def save(self, directory: Path | str) -> Path:
+        """Write the heads (torch) and their metadata (JSON) into `directory`, each by unique temp file +
+        rename, so a concurrent writer or reader never sees a torn file."""
+        import io
+
         import torch
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         blob = {k: {**h.to_blob(), "members": [m.to_blob() for m in self.members.get(k, [])]}
                 for k, h in self.heads.items()}
-        tmp = d / f".{HEADS_FILE}.tmp"
-        torch.save(blob, tmp)
-        tmp.replace(d / HEADS_FILE)
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write_bytes(d / HEADS_FILE, buf.getvalue())
         cfg = asdict(self.config)
         meta = {"encoder_key": self.encoder_key, "fingerprint": self.fingerprint, "indicators": self.indicators,
                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, "target": "log1p",
                 "split": self.split, "intervals": {k: c.to_dict() for k, c in self.calibration.items()}}
-        (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        atomic_write_bytes(d / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
         return d
 
     @classmethod

@@ -85,7 +85,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, 
         "workspace_fingerprint": workspace_fingerprint,
         "extra": extra or {},
     }
-    atomic_torch_save(ckpt, Path(path))
+    try:
+        atomic_torch_save(ckpt, Path(path))
+    except OSError as e:  # disk full, read-only folder: the temp file is gone, the previous checkpoint intact
+        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; free disk space (or choose a writable "
+                        "folder) and run again; the checkpoint saved before is intact (a training run continues "
+                        "from it with --resume)") from None
     return Path(path)
 
 

@@ -70,6 +70,11 @@ def active_model_path() -> Path | None:
     return None
 
 
+def clear_active_model() -> None:
+    """Go back to the shipped model (assets/model/): forget the one chosen on the Train page."""
+    active_model_file().unlink(missing_ok=True)
+
+
 def ensure_workspace(root: Path | None = None, progress: Progress = _quiet) -> Workspace:
     """Load the workspace; build the synthetic demo first when the default one is absent."""
     root = Path(root) if root is not None else workspace_dir()
@@ -108,6 +113,7 @@ class AppContext:
     prediction_notes: dict[str, str] = field(default_factory=dict)  # indicator -> why it has no prediction
     model_note: str = ""                    # where the active model was trained, when not on this workspace
     notes: list[str] = field(default_factory=list)      # what is unavailable and why
+    model_error: str | None = None          # why the active model did not load (None = loaded or none chosen)
     _row: dict[str, int] = field(default_factory=dict, repr=False)
     _generated: dict[str, str] = field(default_factory=dict, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
@@ -157,6 +163,10 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
         ctx.notes.append("This workspace has no indicators (imagery imports make none): the map, descriptions, "
                          "look-alikes and search work; add population, GDP, ... with `python -m urbanclip attach "
                          f"raster|table ... --workspace {ws.root}`.")
+    progress("Checking the workspace's tile images (cached after the first start)...")
+    bad = ws.unreadable_images()
+    if bad:
+        ctx.notes.append(unreadable_note(ws, bad))
     path = active_model_path() if model_path == "active" else (Path(model_path) if model_path else None)
     if path is None:
         ctx.notes.append("No trained model yet: showing observed indicators only. Train one on the Train page "
@@ -175,11 +185,15 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
         ctx.model_note = model_domain_note(ws, ctx.model, Path(path))
         if ctx.model_note:
             ctx.notes.append(ctx.model_note)
-    except UserError as e:
-        ctx.notes.append(f"Model not loaded: {e}")
-        return ctx
-    except ImportError as e:
-        ctx.notes.append(f"Model code is not available in this installation ({e}); showing observed indicators only.")
+    except (UserError, ImportError) as e:
+        ctx.model_error = str(e)
+        ctx.notes.append(f"Model not loaded: {e}" if isinstance(e, UserError) else
+                         f"Model code is not available in this installation ({e}); showing observed indicators only.")
+        _attach_embeddings(ctx, progress, spec=FALLBACK_ENCODER)
+        if ctx.vectors is not None:
+            _attach_index(ctx)
+            ctx.notes.append(f"Similar cells use the '{FALLBACK_ENCODER}' baseline image embedding until a model "
+                             "loads.")
         return ctx
     _attach_embeddings(ctx, progress)
     if ctx.vectors is not None:
@@ -217,6 +231,15 @@ def model_domain_note(ws: Workspace, model: Any, path: Path) -> str:
             "embeddings and descriptions carry that data's domain.")
 
 
+def unreadable_note(ws: Workspace, bad: dict[str, str], show: int = 5) -> str:
+    """The note naming tiles that cannot be read (they are drawn as missing and have no embedding)."""
+    names = [f"{ws.cell(c)['image']} ({err})" for c, err in list(bad.items())[:show]]
+    more = f" and {len(bad) - show} more" if len(bad) > show else ""
+    return (f"{len(bad)} tile image(s) cannot be read, so they are shown as missing, without embedding, prediction or "
+            f"look-alikes: {'; '.join(names)}{more}. Replace or remove these files in {ws.root}; the rest of the "
+            "workspace is unaffected.")
+
+
 def _attach_embeddings(ctx: AppContext, progress: Progress, spec: str | None = None) -> None:
     try:
         from urbanclip.data.embeddings import cached_embeddings
@@ -248,6 +271,37 @@ def probe_dir(ctx: AppContext) -> Path:
     """Where the app keeps probe heads for this model + workspace (the workspace cache)."""
     key = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (ctx.encoder_key or "none"))[-80:]
     return ctx.workspace.cache_dir / "app-probes" / f"{key}-{ctx.fingerprint}"
+
+
+def _store_heads(heads: Any, d: Path, replace: bool = False) -> None:
+    """Save probe heads into the cache folder `d` as a whole: written into a unique staging folder, then
+    renamed into place. When another process or session got there first, its heads are kept, unless
+    `replace` (the cached heads are outdated): then they are moved aside first."""
+    import shutil
+    import tempfile
+
+    d.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".tmp", dir=d.parent))
+    old = None
+    try:
+        heads.save(staging)
+        (staging / "DONE").write_text("ok\n")
+        if (d / "DONE").is_file() and not replace:
+            return
+        if d.exists():  # outdated, or a folder without DONE (an interrupted write)
+            old = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".old", dir=d.parent))
+            try:
+                os.replace(d, old / d.name)
+            except OSError:
+                pass
+        try:
+            os.rename(staging, d)
+        except OSError:  # a concurrent writer renamed its own copy first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def probe_cell_counts(ctx: AppContext, indicator: str) -> dict[str, int]:
@@ -291,7 +345,8 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress,
     d = probe_dir(ctx)
     try:
         heads = ProbeHeads.load(d) if (d / "DONE").is_file() else None
-        if heads is not None and not heads.has_intervals and fit_missing:
+        outdated = heads is not None and not heads.has_intervals and fit_missing
+        if outdated:
             # cached before prediction intervals existed: refit once (the cache is ours to redo)
             ctx.notes.append("The cached probe heads predate prediction intervals; they were refitted with intervals.")
             heads = None
@@ -303,8 +358,7 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress,
 
             result = fit_probes(ws, EmbeddingTable(cell_ids=ctx.cell_ids, vectors=ctx.vectors), known, ProbeConfig())
             heads = result.heads
-            heads.save(d)
-            (d / "DONE").write_text("ok\n")
+            _store_heads(heads, d, replace=outdated)
         elif heads is None:
             ctx.notes.append("Probe heads are not trained for this model: showing observed values only.")
             return

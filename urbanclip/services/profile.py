@@ -71,6 +71,7 @@ class CellProfile:
     source_grounding: DescriptionGrounding | None = None  # of `source_description`
     grounding_note: str = ""        # why grounding is not shown, when it could have been
     indicator_note: str = ""        # e.g. the workspace has no indicators yet
+    image_problem: str = ""        # why the cell's tile file is not shown (it cannot be read), "" when fine
 
     @property
     def interval_caption(self) -> str | None:
@@ -165,7 +166,7 @@ def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool 
             continue
         c = ws.cell(m.cell_id)
         out.append(SimilarCell(cell_id=m.cell_id, city=m.city, score=float(m.score),
-                               image_path=ws.image_path(m.cell_id), observed=_observed(ctx, c),
+                               image_path=ws.readable_image_path(m.cell_id), observed=_observed(ctx, c),
                                description=" ".join(split_sentences(c[text_col])[:2])))
     return out[:k]
 
@@ -176,7 +177,12 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
     ws = ctx.workspace
     cell = ws.cell(cell_id)  # UserError for unknown ids
     i = ws.index_of(cell_id)
-    image_path = ws.image_path(cell_id)
+    image_path = ws.readable_image_path(cell_id)
+    image_problem = ""
+    if image_path is None and ws.image_path(cell_id) is not None:
+        err = ws.unreadable_images().get(cell_id, "the file is missing")
+        image_problem = (f"The tile image {ws.image_path(cell_id)} cannot be read ({err}): it is shown as missing and "
+                         "has no embedding. Replace or remove the file.")
     text_col = ws.text_column()
 
     indicators = []
@@ -205,7 +211,8 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
 
     generated, note = None, ""
     if image_path is None:
-        note = "Imagery is unavailable for this cell, so the model cannot describe it."
+        note = ("The tile cannot be read, so the model cannot describe it." if image_problem else
+                "Imagery is unavailable for this cell, so the model cannot describe it.")
     elif not ctx.has_model:
         note = "No model loaded: train one on the Train page to get generated descriptions."
     elif not generate:
@@ -234,7 +241,7 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
                     "grounding": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3},
         grounding=grounding, source_grounding=source_grounding,
         grounding_note="" if (grounding or source_grounding) else grounding_note(ctx, cell_id),
-        indicator_note=indicator_note)
+        indicator_note=indicator_note, image_problem=image_problem)
 
 
 def indicator_table(prof: CellProfile) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from urbanclip import runlock
 from urbanclip.data.workspace import Workspace, atomic_write_json
 from urbanclip.errors import UserError
 from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
@@ -63,17 +64,20 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
 
 
 def cpu_threads(requested: int = 0, world_size: int = 1) -> int:
-    """Intra-op threads per training process on CPU: `requested`, or (0 = auto) half the usable cores.
+    """Intra-op threads per training process on CPU: `requested`, or (0 = auto) half the usable cores,
+    at most $URBANCLIP_MAX_THREADS when set (the app's cap for the runs it launches).
 
     Leaving headroom is deliberate. On a box shared with other jobs, an OpenMP thread
     that loses its core stalls every parallel op while its partner spins: the demo
     config measured 0.23 s/step with 2 threads on an idle 2-core machine but 1.7-10
     s/step as soon as another job held a core, against a steady 0.40 s/step with 1.
     """
+    cap = int(os.environ.get("URBANCLIP_MAX_THREADS", "0") or 0)  # set for runs the app launches
     if requested > 0:
-        return int(requested)
+        return min(int(requested), cap) if cap > 0 else int(requested)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // (2 * max(world_size, 1)))
+    auto = max(1, cores // (2 * max(world_size, 1)))
+    return min(auto, cap) if cap > 0 else auto
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -131,7 +135,16 @@ def _check_resume(ckpt: dict[str, Any], model_cfg: ModelConfig, train_cfg: Train
 
 def pretrain(workspace: Workspace | str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
              resume: bool = False, callbacks: Iterable[ProgressCallback] = ()) -> dict[str, Any]:
-    """Pretrain UrbanCLIP (or UrbanViT when train_cfg.image_only) and return the run summary."""
+    """Pretrain UrbanCLIP (or UrbanViT when train_cfg.image_only) and return the run summary.
+
+    The run folder is held for the whole run (urbanclip.runlock): a second writer is refused,
+    and temp files of a save that a kill interrupted are removed first."""
+    with runlock.hold(out_dir, "pretrain"):
+        return _pretrain(workspace, out_dir, model_cfg, train_cfg, resume, callbacks)
+
+
+def _pretrain(workspace: Workspace | str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+              resume: bool, callbacks: Iterable[ProgressCallback]) -> dict[str, Any]:
     model_cfg.validate()
     train_cfg.validate()
     ws = workspace if isinstance(workspace, Workspace) else Workspace.load(workspace)

@@ -51,7 +51,14 @@ from urbanclip.data.importers.geotiff import (
     indicator_specs,
 )
 from urbanclip.data.tiles import ground_resolution_m, tile_bounds_mercator, tiles_for_bbox
-from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, check_out_dir, flag_suspect_values
+from urbanclip.data.workspace import (
+    Manifest,
+    Workspace,
+    WorkspaceBuilder,
+    atomic_write_bytes,
+    check_out_dir,
+    flag_suspect_values,
+)
 from urbanclip.errors import UserError
 from urbanclip.paths import tile_cache_dir
 
@@ -160,7 +167,7 @@ class TileFetcher:
         self.folder = cache_folder(template, cache_dir)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "template.txt").write_text(template + "\n", "utf-8")
+            atomic_write_bytes(self.folder / "template.txt", (template + "\n").encode("utf-8"))
         except OSError as e:
             raise UserError(f"tile cache {self.folder} cannot be written ({e.strerror or e}); pass --cache-dir "
                             "with a folder you can write to") from None
@@ -199,15 +206,13 @@ class TileFetcher:
         data, status, reason = self._get(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is not None:
-            tmp = path.with_suffix(".part")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            atomic_write_bytes(path, data)  # unique temp + rename: concurrent imports share the cache safely
             absent.unlink(missing_ok=True)
             self.downloaded += 1
             self.failures_in_a_row = 0
             return path, ""
         if status in ABSENT_STATUS:
-            absent.write_text(f"{status}\n", "utf-8")
+            atomic_write_bytes(absent, f"{status}\n".encode("utf-8"))
             self.failures_in_a_row = 0
             return None, f"absent at the provider (HTTP {status})"
         self.failures_in_a_row += 1
