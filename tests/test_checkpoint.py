@@ -132,3 +132,13 @@ def test_missing_config_file(tmp_path):
 def test_defaults_are_valid():
     ModelConfig().validate()
     TrainConfig().validate()
+
+
+def test_shipped_configs_are_json_files_loaded_by_name():
+    from urbanclip.model.config import ModelConfig, config_names, load_config, named_config
+
+    assert {"tiny", "demo", "default"} <= set(config_names())
+    demo_model, demo_train = named_config("demo")
+    assert (demo_model.image_size, demo_model.width) == (64, 128) and demo_train.epochs > 0
+    assert load_config("default")[0] == ModelConfig()  # "default" = the dataclass defaults
+    assert load_config("tiny") == named_config("tiny")

@@ -1,13 +1,17 @@
 """Model and training configuration as plain data (open_clip style: configs are data).
 
-A config file is JSON ``{"model": {...}, "train": {...}}``; fields left out keep
-the defaults of `base` ("default" = the paper-sized model, "demo" = the small CPU
-model). `--config demo` on the command line means `demo_config()` itself.
+The shipped configs are JSON files loaded by name, as open_clip's model configs are:
+`urbanclip/model/configs/{tiny,demo,default}.json` ("default" = the paper-sized model,
+"demo" = the small CPU model the shipped checkpoint uses, "tiny" = tests). A user's
+config file is the same JSON ``{"base": NAME, "model": {...}, "train": {...}}``; fields
+left out keep the values of `base`. `--config demo` on the command line means the
+shipped demo config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,34 +116,29 @@ class TrainConfig:
             raise UserError(f"{where}: field 'max_steps' must be positive or null, got {self.max_steps!r}")
 
 
+def config_names() -> list[str]:
+    """The named configs shipped with the package (urbanclip/model/configs/<name>.json)."""
+    folder = importlib.resources.files("urbanclip.model") / "configs"
+    return sorted(p.name[:-len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def named_config(name: str) -> tuple[ModelConfig, TrainConfig]:
+    """A shipped config by name ("tiny", "demo", "default"), loaded like open_clip's model configs."""
+    names = config_names()
+    if name not in names:
+        raise UserError(f"no config named {name!r}; shipped configs: {names} (or pass a JSON file)")
+    text = (importlib.resources.files("urbanclip.model") / "configs" / f"{name}.json").read_text("utf-8")
+    return configs_from_dict(json.loads(text), where=f"config {name!r}", base_allowed=False)
+
+
 def demo_config() -> tuple[ModelConfig, TrainConfig]:
     """Small model that pretrains on the embedded demo (1,200 cells) on 2 CPU cores in minutes."""
-    model = ModelConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, embed_dim=128,
-                        n_visual_queries=16, text_width=128, text_depth=4, text_heads=4,
-                        vocab_size=1024, context_length=64)
-    # "full": the demo's descriptions are 4-8 short sentences whose first one is one of ~4
-    # templates per class; the whole description is what tells tiles apart.
-    # lr 1e-3 x 18 epochs (270 steps) rather than 2e-3 x 12, chosen on the val split: at 2e-3 the
-    # image and text embeddings collapse onto ~3 directions (>99.9% of the variance; most tiles'
-    # nearest look-alike scores 1.000), and after 12 epochs greedy captions barely depend on the
-    # image (matched vs shuffled images change the val caption loss by ~0.1 nat), so their land-use
-    # hit rate is close to chance. eval_generate 240 = every val tile, not the first 96 (one city).
-    train = TrainConfig(epochs=18, batch_size=48, lr=1e-3, warmup=30, checkpoint_every=100,
-                        text_sampling="full", eval_cells=240, eval_generate=240)
-    return model, train
+    return named_config("demo")
 
 
 def tiny_config() -> tuple[ModelConfig, TrainConfig]:
     """The smallest sensible model, for tests."""
-    model = ModelConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, embed_dim=32,
-                        n_visual_queries=4, text_width=32, text_depth=2, text_heads=2,
-                        vocab_size=300, context_length=24)
-    train = TrainConfig(epochs=1, batch_size=8, lr=3e-3, warmup=2, checkpoint_every=0,
-                        eval_cells=32, eval_generate=4)
-    return model, train
-
-
-BASES = {"default": lambda: (ModelConfig(), TrainConfig()), "demo": demo_config, "tiny": tiny_config}
+    return named_config("tiny")
 
 
 def _from_dict(cls: type, data: Any, base: Any, where: str) -> Any:
@@ -152,17 +151,25 @@ def _from_dict(cls: type, data: Any, base: Any, where: str) -> Any:
     return dataclasses.replace(base, **data)
 
 
-def configs_from_dict(data: dict, where: str = "config") -> tuple[ModelConfig, TrainConfig]:
-    """Build both configs from ``{"base": ..., "model": {...}, "train": {...}}`` and validate them."""
+def configs_from_dict(data: dict, where: str = "config", base_allowed: bool = True) -> tuple[ModelConfig, TrainConfig]:
+    """Build both configs from ``{"base": ..., "model": {...}, "train": {...}}`` and validate them.
+
+    Fields left out keep the values of `base` (a shipped config's name; default: the dataclass
+    defaults). "about" is free text saying why the config is what it is.
+    """
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a JSON object with 'model' and/or 'train' entries")
-    extra = sorted(set(data) - {"base", "model", "train"})
+    extra = sorted(set(data) - {"base", "model", "train", "about"})
     if extra:
-        raise UserError(f"{where}: unknown top-level key(s) {extra}; expected 'base', 'model', 'train'")
-    base = data.get("base", "default")
-    if base not in BASES:
-        raise UserError(f"{where}: 'base' must be one of {sorted(BASES)}, got {base!r}")
-    model0, train0 = BASES[base]()
+        raise UserError(f"{where}: unknown top-level key(s) {extra}; expected 'base', 'model', 'train', 'about'")
+    if "base" in data and base_allowed:
+        if data["base"] not in config_names():
+            raise UserError(f"{where}: 'base' must be one of {config_names()} (the shipped configs), got {data['base']!r}")
+        model0, train0 = named_config(str(data["base"]))
+    elif "base" in data:
+        raise UserError(f"{where}: a shipped config cannot have a 'base'")
+    else:
+        model0, train0 = ModelConfig(), TrainConfig()
     model = _from_dict(ModelConfig, data.get("model", {}), model0, f"{where}: 'model'")
     train = _from_dict(TrainConfig, data.get("train", {}), train0, f"{where}: 'train'")
     model.validate(f"{where}: 'model'")
@@ -171,12 +178,12 @@ def configs_from_dict(data: dict, where: str = "config") -> tuple[ModelConfig, T
 
 
 def load_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
-    """Read a JSON config file; the names "demo", "tiny" and "default" mean the built-in configs."""
-    if str(path) in BASES:
-        return BASES[str(path)]()
+    """A shipped config by name ("demo", "tiny", "default"; see `config_names`) or a JSON config file."""
+    if str(path) in config_names():
+        return named_config(str(path))
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass a JSON file or one of {sorted(BASES)}")
+        raise UserError(f"config file {path} does not exist; pass a JSON file or one of {config_names()}")
     try:
         data = json.loads(path.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
