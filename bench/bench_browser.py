@@ -253,95 +253,76 @@ class Map:
     async def detect(page, cells, info, timeout_s: float):
         deadline = time.perf_counter() + timeout_s
         while time.perf_counter() < deadline:
-            if await page.query_selector("[data-testid='stDeckGlJsonChart'] canvas"):
-                return DeckMap(page, cells, info)
-            if await page.query_selector("iframe[title='streamlit_folium.st_folium']"):
+            if await page.query_selector(UrbanMap.SELECTOR):
+                return UrbanMap(page, cells, info)
+            if await page.query_selector(FoliumMap.SELECTOR):
                 return FoliumMap(page, cells, info)
             await asyncio.sleep(0.02)
         raise SystemExit("no map appeared on the page")
 
 
 class FoliumMap(Map):
+    """streamlit-folium's iframe (the Map page before issue 13): one SVG path per cell."""
+
     kind = "folium"
+    SELECTOR = "iframe[title='streamlit_folium.st_folium']"
+
+    async def _frame(self):
+        el = await self.page.wait_for_selector(self.SELECTOR, timeout=600_000)
+        return el, await el.content_frame()
 
     async def painted(self, timeout_s: float) -> None:
-        el = await self.page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=timeout_s * 1e3)
-        frame = await el.content_frame()
+        _, frame = await self._frame()
         await frame.wait_for_selector("path.leaflet-interactive", timeout=timeout_s * 1e3)
 
     async def click(self, rng: random.Random) -> str:
-        el = await self.page.wait_for_selector("iframe[title='streamlit_folium.st_folium']")
-        frame = await el.content_frame()
-        await frame.wait_for_selector("path.leaflet-interactive", timeout=60_000)
-        paths = await frame.query_selector_all("path.leaflet-interactive")
-        i = rng.randrange(len(paths))
-        await paths[i].click(timeout=30_000)
-        return heading(self.cells.iloc[i]) if i < len(self.cells) else "?"
+        el, frame = await self._frame()
+        await frame.wait_for_selector("path.leaflet-interactive", timeout=600_000)
+        n = await frame.evaluate("() => document.querySelectorAll('path.leaflet-interactive').length")
+        box = await el.bounding_box()
+        for _ in range(200):
+            i = rng.randrange(n)
+            q = await frame.evaluate("""(i) => { const p = document.querySelectorAll('path.leaflet-interactive')[i];
+                const b = p.getBoundingClientRect(), x = b.x + b.width / 2, y = b.y + b.height / 2;
+                return document.elementFromPoint(x, y) === p ? {x, y} : null; }""", i)
+            if q is not None:
+                await self.page.mouse.click(box["x"] + q["x"], box["y"] + q["y"])
+                return heading(self.cells.iloc[i]) if i < len(self.cells) else "?"
+        raise SystemExit("no clickable cell on the folium map")
+
+
+class UrbanMap(Map):
+    """The map component (assets/map/): the frame says when it drew the colour layer and where a cell is."""
+
+    kind = "urbanmap"
+    SELECTOR = "iframe[title='urbanclip.ui.urbanmap']"
+
+    async def _frame(self):
+        el = await self.page.wait_for_selector(self.SELECTOR, timeout=600_000)
+        return el, await el.content_frame()
+
+    async def painted(self, timeout_s: float) -> None:
+        _, frame = await self._frame()
+        await frame.wait_for_function("() => document.body.dataset.colour", timeout=timeout_s * 1e3, polling=20)
+
+    async def click(self, rng: random.Random) -> str:
+        el, frame = await self._frame()
+        box = await el.bounding_box()
+        rows, cols = await frame.evaluate("() => [urbanmap.state.grid.rows, urbanmap.state.grid.cols]")
+        for _ in range(500):
+            q = await frame.evaluate("""([r, c]) => {
+                const g = urbanmap.state.grid, p = urbanmap.cellCentre(r, c), el = document.elementFromPoint(p.x, p.y);
+                if (!el || el.closest('.leaflet-control-container') || !g.ids[r * g.cols + c]) return null;
+                return {x: p.x, y: p.y, r: r, c: c}; }""", [rng.randrange(rows), rng.randrange(cols)])
+            if q is not None and 4 < q["x"] < box["width"] - 4 and 4 < q["y"] < box["height"] - 4:
+                await self.page.mouse.click(box["x"] + q["x"], box["y"] + q["y"])
+                return f"{self.info.name} · cell {q['r']},{q['c']}"
+        raise SystemExit("no cell of the city is on screen")
 
 
 def heading(cell) -> str:
     """The panel heading the app shows for a cell."""
     return f"{cell['city']} · cell {int(cell['row'])},{int(cell['col'])}"
-
-
-class DeckMap(Map):
-    """deck.gl through st.pydeck_chart: cells are placed on screen with the view the app opened at."""
-
-    kind = "deck.gl"
-
-    async def _canvas_box(self):
-        el = await self.page.query_selector("[data-testid='stDeckGlJsonChart'] canvas")
-        return el, await el.bounding_box()
-
-    async def painted(self, timeout_s: float) -> None:
-        """The grid's colours are on the canvas (a screenshot differs from the empty map)."""
-        deadline = time.perf_counter() + timeout_s
-        while time.perf_counter() < deadline:
-            el, box = await self._canvas_box()
-            if box and box["width"] > 50:
-                png = await el.screenshot(type="png")
-                if _colourful(png):
-                    return
-            await asyncio.sleep(0.05)
-        raise SystemExit("the deck.gl map never showed the grid")
-
-    async def click(self, rng: random.Random) -> str:
-        from urbanclip.services.mapview import initial_view
-
-        _, box = await self._canvas_box()
-        view = initial_view(self.info.bounds, box["width"], box["height"])
-        for _ in range(200):
-            j = rng.randrange(len(self.cells))
-            lat, lon = float(self.cells["lat"].iloc[j]), float(self.cells["lon"].iloc[j])
-            x, y = project(lat, lon, view, box["width"], box["height"])
-            if 8 < x < box["width"] - 8 and 8 < y < box["height"] - 8:
-                await self.page.mouse.click(box["x"] + x, box["y"] + y)
-                return heading(self.cells.iloc[j])
-        raise SystemExit("no cell of the city is on screen")
-
-
-def project(lat: float, lon: float, view: dict, width: float, height: float) -> tuple[float, float]:
-    """Web Mercator (deck.gl's MapView: 512 px world at zoom 0) screen position of (lat, lon)."""
-    scale = 512 * 2 ** view["zoom"] / (2 * math.pi)
-
-    def world(la, lo):
-        return scale * (math.radians(lo) + math.pi), scale * (math.pi - math.log(math.tan(math.pi / 4 + math.radians(la) / 2)))
-
-    cx, cy = world(view["latitude"], view["longitude"])
-    x, y = world(lat, lon)
-    return x - cx + width / 2, y - cy + height / 2
-
-
-def _colourful(png: bytes) -> bool:
-    """True when at least 2% of the pixels are saturated (the colour layer), not grey/black/white."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
-    sat = a.max(axis=2) - a.min(axis=2)
-    return float((sat > 60).mean()) > 0.02
 
 
 # ---------------------------------------------------------------------------------

@@ -4,10 +4,9 @@ what the model sees there. Widgets only: the panels live in `urbanclip.ui`."""
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_folium import st_folium
 
 from urbanclip import ui
-from urbanclip.services.mapview import available_layers, build_map, layer_data, legend_html
+from urbanclip.services.mapview import available_layers, layer_data
 
 st.title("Urban Insights")
 ctx = ui.get_context()
@@ -16,48 +15,40 @@ if ctx is None:
 ws = ctx.workspace
 ui.search_form(ctx)
 res = st.session_state.get(ui.SEARCH)
-if res is not None and res.kind == "error":
-    st.warning(res.message)
 
 if st.session_state.get(ui.CITY) not in ws.cities:
     st.session_state[ui.CITY] = ws.cities[0]
 layers = available_layers(ctx)
-if st.session_state.get("layer") not in layers:
-    st.session_state["layer"] = "observed"
+if st.session_state.get(ui.LAYER) not in layers:
+    st.session_state[ui.LAYER] = "observed"
 if st.session_state.get("indicator") not in ws.indicator_names:
     st.session_state["indicator"] = "population" if "population" in ws.indicator_names else ws.indicator_names[0]
 with st.sidebar:
     city = st.selectbox("City", ws.cities, key=ui.CITY)
-    layer_name = st.radio("Colour cells by", layers, key="layer")
+    layer_name = st.radio("Colour cells by", layers, key=ui.LAYER)
     indicator = st.selectbox("Indicator", ws.indicator_names,
                              format_func=lambda k: f"{ws.manifest.indicators[k].label} ({ws.manifest.indicators[k].unit})",
                              key="indicator", disabled=layer_name in ("text match", "none"))
     online = st.checkbox("Online imagery (Esri World Imagery)", value=False,
-                         help="Off by default: the map works offline with the workspace's own tiles.")
+                         help="Off by default: the map works offline with the workspace's own tiles. When the "
+                              "provider cannot be reached, the map says so and keeps the workspace's imagery.")
     generate = st.toggle("Generate descriptions", value=True, disabled=not ctx.has_model)
     ui.show_notes(ctx)
 
-text_scores = res.scores if (res is not None and res.kind == "text") else None
-if layer_name == "text match" and text_scores is None:
+text = res if (res is not None and res.kind == "text") else None
+layer = layer_data(ctx, city, layer_name, indicator, text.scores if text else None)
+if layer_name == "text match" and text is None:
     st.caption("Search with a description to colour cells by text match.")
-layer = layer_data(ctx, city, layer_name, indicator, text_scores)
 selected = st.session_state.get(ui.SELECTED)
-if selected is not None and selected not in set(ws.cells["cell_id"]):
+if selected is not None and not ui.is_cell(ctx, selected):
     selected = st.session_state[ui.SELECTED] = None
 ui.download_panel(ctx, city, selected)
 
 map_col, panel_col = st.columns([3, 2], gap="medium")
 with map_col:
-    highlight = [h.cell_id for h in res.ranked[:5]] if (res is not None and res.kind == "text") else []
-    m = build_map(ctx, city, layer, selected=selected, highlight=highlight, online_imagery=online)
-    ui.decorate_map(ctx, city, m)  # area: draw tool + outline of the active area
-    if ws.city_cells(city)["image"].isna().all():
-        st.info(f"Imagery is unavailable for {city}: the grid is shown without a basemap.")
-    out = st_folium(m, key=f"map-{city}", height=620, use_container_width=True, returned_objects=ui.RETURNED)
-    ui.handle_map_event(city, out)
-    if layer is not None:
-        st.markdown(legend_html(layer), unsafe_allow_html=True)
+    ui.city_map(ctx, city, layer, selected, [h.cell_id for h in text.ranked[:5]] if text else [], online)
 with panel_col:
+    ui.search_status(res)
     ui.search_results(res)
     ui.area_panel(ctx, city)
     if selected is None:
