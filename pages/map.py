@@ -39,20 +39,5 @@ text = res if (res is not None and res.kind == "text") else None
 layer = layer_data(ctx, city, layer_name, indicator, text.scores if text else None)
 if layer_name == "text match" and text is None:
     st.caption("Search with a description to colour cells by text match.")
-selected = st.session_state.get(ui.SELECTED)
-if selected is not None and not ui.is_cell(ctx, selected):
-    selected = st.session_state[ui.SELECTED] = None
-ui.download_panel(ctx, city, selected)
-
-map_col, panel_col = st.columns([3, 2], gap="medium")
-with map_col:
-    ui.city_map(ctx, city, layer, selected, [h.cell_id for h in text.ranked[:5]] if text else [], online)
-with panel_col:
-    ui.search_status(res)
-    ui.search_results(res)
-    ui.area_panel(ctx, city)
-    if selected is None:
-        st.info("Click a cell on the map (or search) to see what the model sees there, its indicators "
-                "and the most similar cells in other cities.")
-    else:
-        ui.cell_panel(ctx, selected, generate)
+ui.download_panel(ctx, city)
+ui.map_and_panel(ctx, city, layer_name, layer, res, online, generate)

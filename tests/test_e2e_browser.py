@@ -157,7 +157,7 @@ def test_a_fresh_server_lists_only_the_apps_pages(app_server):
             if page.query_selector(MAP_FRAME) is not None:
                 break
             page.wait_for_timeout(50)
-        links = [e.inner_text().strip() for e in page.query_selector_all("[data-testid='stPageLink']")]
+        links = [e.inner_text().split("\n")[-1].strip() for e in page.query_selector_all("[data-testid='stPageLink']")]
         assert not seen_nav, "Streamlit's page list appeared in the sidebar"
         assert links == ["Map", "Compare", "Train"]
     assert blocked == []
@@ -200,6 +200,10 @@ def test_click_loop_keeps_the_grid_and_the_view(app_server, tmp_path):
         page.get_by_text("similarity", exact=False).first.wait_for(timeout=30_000)
         go = page.get_by_role("button", name=re.compile(r"^Go to "))
         go.first.wait_for(timeout=30_000)
+        paints = frame.evaluate("() => urbanmap.state.paints")
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, 240)  # back to the whole city for the screenshot
+        frame.wait_for_function("(n) => urbanmap.state.paints > n", arg=paints, timeout=10_000)
         page.mouse.move(10, 10)
         page.wait_for_timeout(1000)  # let images settle for the screenshot
         shot = tmp_path / "screenshot.png"
@@ -227,9 +231,9 @@ def test_draw_a_rectangle_shows_the_area_offline(app_server, tmp_path):
         frame.click("a.leaflet-draw-draw-rectangle")
         x0, y0 = _screen(frame_el, frame, 2, 2)
         x1, y1 = _screen(frame_el, frame, 5, 5)
-        page.mouse.move(x0, y0)
+        page.mouse.move(x0 - 6, y0 - 6)  # just outside the centres of cells (2,2) and (5,5): 4 x 4 cells inside
         page.mouse.down()
-        page.mouse.move(x1, y1, steps=8)
+        page.mouse.move(x1 + 6, y1 + 6, steps=8)
         page.mouse.up()
         page.get_by_text("cells whose centre is inside the polygon", exact=False).wait_for(timeout=60_000)
         page.get_by_text("Most similar areas in other cities", exact=False).wait_for(timeout=30_000)

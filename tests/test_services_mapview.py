@@ -85,7 +85,7 @@ def test_layer_files_hold_one_pixel_and_one_label_per_cell(ctx):
     rgba = layer.rgba()
     for j in (0, 7, len(g.cell_ids) - 1):
         r, c = g.grid_rc[j]
-        assert tuple(img[r, c]) == tuple(rgba[j])
+        assert tuple(img[r, c, :3]) == tuple(rgba[j, :3]) and img[r, c, 3] == 255  # opacity is the map's
     text = json.loads((map_dir(ctx) / labels).read_text("utf-8"))
     r, c = g.grid_rc[5]
     assert text[r * g.n_cols + c] == layer.labels[5]

@@ -8,7 +8,9 @@ text are computed there, so they are testable without a browser.
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
 import json
 import threading
 from pathlib import Path
@@ -318,18 +320,45 @@ def grounding_badge(g) -> None:
     """Warn when a description fits its tile no better than random tiles of the city (faithfulness)."""
     if g is None:
         return
+    parts = []
     if g.low:
-        st.badge("Weakly grounded", icon=":material/warning:", color="orange")
+        parts.append(":orange-badge[:material/warning: Weakly grounded]")
         if g.weak_sentences:
-            st.caption("Weak: " + " ".join(f"“{s}”" for s in g.weak_sentences[:3]))
-    st.caption(g.message())
+            parts.append("Weak: " + " ".join(f"“{s}”" for s in g.weak_sentences[:3]))
+    parts.append(g.message())
+    st.caption("  \n".join(parts))
+
+
+def _data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def look_alikes(ctx: AppContext, prof) -> None:
+    """The most similar cells in other cities: one block (thumbnails inline) and a row of Go-to buttons."""
+    st.markdown("**Most similar cells in other cities**")
+    if not prof.similar:
+        st.caption(prof.similar_note)
+        return
+    rows = []
+    for m in prof.similar:
+        thumb = tile_jpeg(ctx, m.cell_id, size=72, quality=75) if m.image_path is not None else None
+        img = (f"<img src='{_data_uri(thumb)}' width='72' height='72' style='border-radius:4px'>" if thumb else "")
+        ind = " · ".join(f"{iv.label}: {format_value(m.observed[iv.name], iv.unit)}" for iv in prof.indicators)
+        rows.append(f"<div style='display:flex;gap:0.6rem;align-items:center;margin-bottom:0.4rem'>{img}"
+                    f"<div><b>{html.escape(m.city)}</b> · similarity <b>{m.score:.3f}</b> · "
+                    f"<code>{html.escape(m.cell_id)}</code><br><small>{html.escape(ind)}</small></div></div>")
+    st.markdown("".join(rows), unsafe_allow_html=True)
+    with st.container(horizontal=True):
+        for m in prof.similar:
+            st.button(f"Go to {m.cell_id}", key=f"go-{m.cell_id}", on_click=select_cell, args=(m.cell_id, m.city))
 
 
 def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
     """What the model sees in one cell: tile, descriptions, indicators, look-alikes in other cities.
 
     Everything read from caches is drawn first; the generated description (one model pass)
-    fills its place last, so the panel answers at once."""
+    fills its place last, so the panel answers at once. Few elements: each one is a message
+    the browser waits for."""
     try:
         prof = profile_cell(ctx, cell_id, generate=False)
     except UserError as e:
@@ -352,27 +381,21 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
         if generate and ctx.has_model and tile is not None:
             generated.caption("Describing the tile...")
         if prof.source_description:
-            st.markdown(f"**Source description** (workspace `{prof.source_column}`)")
-            st.write(prof.source_description.replace("\n", " "))
+            st.markdown(f"**Source description** (workspace `{prof.source_column}`)  \n"
+                        + prof.source_description.replace("\n", " "))
             grounding_badge(prof.source_grounding)
     st.markdown("**Indicators**")
     st.table(indicator_table(prof))
+    notes = []
     if ctx.has_intervals:
-        st.caption(f"Predictions carry their {ctx.interval_level:.0%} prediction interval (an ensemble of probe "
-                   "heads, calibrated on held-out cells).")
+        notes.append(f"Predictions carry their {ctx.interval_level:.0%} prediction interval (an ensemble of probe "
+                     "heads, calibrated on held-out cells).")
     if not ctx.has_predictions:
-        st.caption("Predicted values need a trained model with probe heads; showing observed values only.")
-    st.markdown("**Most similar cells in other cities**")
-    if not prof.similar:
-        st.caption(prof.similar_note)
-    for m in prof.similar:
-        c1, c2 = st.columns([1, 2.5])
-        thumb = tile_jpeg(ctx, m.cell_id, size=96, quality=80) if m.image_path is not None else None
-        if thumb is not None:
-            c1.image(thumb, width="stretch")
-        ind = " · ".join(f"{iv.label}: {format_value(m.observed[iv.name], iv.unit)}" for iv in prof.indicators)
-        c2.markdown(f"**{m.city}** · similarity **{m.score:.3f}**  \n{ind}")
-        c2.button(f"Go to {m.cell_id}", key=f"go-{m.cell_id}", on_click=select_cell, args=(m.cell_id, m.city))
+        notes.append("Predicted values need a trained model with probe heads; showing observed values only.")
+    if notes:
+        st.caption(" ".join(notes))
+    look_alikes(ctx, prof)
+    selection_download(ctx, prof.city, [cell_id], "Download this cell", key="download_cell")
     with generated.container():
         if not generate and ctx.has_model:
             st.write("_Generation is switched off._")
@@ -382,23 +405,52 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
             grounding_badge(d.grounding)
 
 
-def download_panel(ctx: AppContext, city: str, selected: str | None) -> None:
-    """Sidebar downloads: the city, or the selection (the active area, else the selected cell)."""
-    area_ids, _, _ = current_area(ctx, city)
-    picked = area_ids or ([selected] if selected and ctx.workspace.cell(selected)["city"] == city else [])
+def download_panel(ctx: AppContext, city: str) -> None:
+    """Sidebar downloads: the whole city, in the format chosen here (the cell and area panels
+    offer their own selection in the same format)."""
     with st.sidebar.expander("Download", icon=":material/download:"):
         fmt = st.radio("Format", list(FORMATS), horizontal=True, key="export_format")
-        mime = FORMATS[fmt][1]
         st.download_button(f"{city} ({len(city_grid(ctx, city).cell_ids):,} cells)",
                            data=lambda: export_cells(ctx, fmt, city=city), file_name=file_name(ctx, fmt, city),
-                           mime=mime, key="download_city", on_click="ignore", width="stretch")
-        st.download_button(f"Selection ({len(picked)} cell{'s' if len(picked) != 1 else ''})",
-                           data=lambda: export_cells(ctx, fmt, cell_ids=picked),
-                           file_name=file_name(ctx, fmt, city, "selection"), mime=mime, key="download_selection",
-                           on_click="ignore", disabled=not picked, width="stretch",
-                           help="the area on the map, else the selected cell" if picked else
-                           "select a cell or draw an area on the map first")
-        st.caption("Predictions, intervals, observed values and descriptions per cell; opens in geopandas / QGIS.")
+                           mime=FORMATS[fmt][1], key="download_city", on_click="ignore", width="stretch")
+        st.caption("Predictions, intervals, observed values and descriptions per cell; opens in geopandas / QGIS. "
+                   "The cell and area panels download their own selection.")
+
+
+def selection_download(ctx: AppContext, city: str, cell_ids: list[str], label: str, key: str) -> None:
+    """A download of some cells, in the format chosen in the sidebar."""
+    fmt = st.session_state.get("export_format") or next(iter(FORMATS))
+    st.download_button(label, data=lambda: export_cells(ctx, fmt, cell_ids=cell_ids),
+                       file_name=file_name(ctx, fmt, city, "selection"), mime=FORMATS[fmt][1], key=key,
+                       on_click="ignore", icon=":material/download:")
+
+
+@st.fragment
+def map_and_panel(ctx: AppContext, city: str, layer_name: str, layer: LayerData | None, res: SearchResult | None,
+                  online: bool, generate: bool) -> None:
+    """The map and the side panel: a fragment, so a click on the map (or a Go-to in the panel)
+    reruns only this part of the page. Its arguments come from the last full run; when a
+    callback changed what they were made from (a Go-to into another city, a cleared search),
+    the whole page reruns."""
+    if (st.session_state.get(CITY) != city or st.session_state.get(LAYER) != layer_name
+            or st.session_state.get(SEARCH) is not res):
+        st.rerun(scope="app")
+    selected = st.session_state.get(SELECTED)
+    if selected is not None and not is_cell(ctx, selected):
+        selected = st.session_state[SELECTED] = None
+    text = res if (res is not None and res.kind == "text") else None
+    map_col, panel_col = st.columns([3, 2], gap="medium")
+    with map_col:
+        city_map(ctx, city, layer, selected, [h.cell_id for h in text.ranked[:5]] if text else [], online)
+    with panel_col:
+        search_status(res)
+        search_results(res)
+        area_panel(ctx, city)
+        if selected is None:
+            st.info("Click a cell on the map (or search) to see what the model sees there, its indicators "
+                    "and the most similar cells in other cities.")
+        else:
+            cell_panel(ctx, selected, generate)
 
 
 # ---------------------------------------------------------------------------------
@@ -490,6 +542,7 @@ def area_panel(ctx: AppContext, city: str) -> None:
         how = "cells whose centre is inside the polygon" if s.selection == "polygon" else "picked cells"
         st.markdown(f"**{s.n_cells} cell{'s' if s.n_cells != 1 else ''}** · {s.area_km2:.2f} km² · {how}")
         st.table(area_indicator_table(s))
+        selection_download(ctx, city, list(s.cell_ids), f"Download the area ({s.n_cells} cells)", key="download_area")
         for note in s.notes:
             st.caption(note)
         st.markdown("**What the area looks like**")

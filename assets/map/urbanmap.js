@@ -226,9 +226,17 @@ const GridCanvas = L.Layer.extend({
       ctx.imageSmoothingEnabled = true;
       warp(ctx, state.mosaic, P, state.mosaic.width / state.grid.cols, state.mosaic.height / state.grid.rows, dpr, w, h);
     }
-    if (state.colour) {
-      ctx.imageSmoothingEnabled = false;
-      warp(ctx, state.colour, P, 1, 1, dpr, w, h);
+    if (state.colour) {  // warped opaque on its own canvas, then laid over at the layer's opacity: no seams
+      const off = this._colourCanvas || (this._colourCanvas = document.createElement("canvas"));
+      off.width = this._canvas.width; off.height = this._canvas.height;
+      const octx = off.getContext("2d");
+      octx.imageSmoothingEnabled = false;
+      warp(octx, state.colour, P, 1, 1, dpr, w, h);
+      ctx.save();
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.globalAlpha = state.args.opacity;
+      ctx.drawImage(off, 0, 0);
+      ctx.restore();
     }
     if (cellPx() >= 8) gridLines(ctx, P, dpr);
     state.paints += 1;

@@ -59,7 +59,7 @@ PALETTES = {
     "uncertainty": ["#f2f0f7", "#9e9ac8", "#54278f"],
     "text match": ["#ffffcc", "#fd8d3c", "#bd0026"],
 }
-FILL_ALPHA = 140            # cells over the imagery: 55% opaque
+FILL_ALPHA = 140            # cells over the imagery: 55% opaque (the map lays the opaque colour image over at this)
 MAP_HEIGHT = 620            # px
 CELL_PX_AFTER_JUMP = 48     # a jump lands at a zoom where a cell is this wide: clickable
 PATCHES_PER_SIDE = 16       # the grid is warped in at most 16 x 16 patches (two triangles each)
@@ -523,7 +523,7 @@ def layer_files(ctx: AppContext, city: str, layer: LayerData | None) -> tuple[st
     d = map_dir(ctx)
     if not (d / colour).is_file() or not (d / labels).is_file():
         img = np.zeros((g.n_rows, g.n_cols, 4), dtype=np.uint8)
-        img[g.grid_rc[:, 0], g.grid_rc[:, 1]] = layer.rgba()
+        img[g.grid_rc[:, 0], g.grid_rc[:, 1]] = colours(layer.values, layer.vmin, layer.vmax, layer.colors, alpha=255)
         text = [""] * (g.n_rows * g.n_cols)
         for (r, c), t in zip(g.grid_rc, layer.labels):
             text[int(r) * g.n_cols + int(c)] = t
@@ -605,6 +605,7 @@ def map_args(ctx: AppContext, city: str, layer: LayerData | None, base: str, vie
         "matches": [r for r in (_ring_latlng(ctx, city, c) for c in (matches or [])) if r],
         "area": _plain(area), "drawn": _plain(area_polygon),
         "view": {k: v for k, v in view.items() if k != "city"},
+        "opacity": round(FILL_ALPHA / 255, 3),
         "online": bool(online), "online_url": ESRI_URL, "online_attribution": ESRI_ATTR,
         "interactive": interactive, "draw": draw, "height": height,
     }
