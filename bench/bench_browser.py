@@ -5,11 +5,14 @@ Debian's Chromium through Playwright with every non-local request blocked, and m
 
 - first_paint_s:   page load -> the grid drawn on the map (server warm: context already loaded);
 - click_median_s:  click on a random cell -> side panel painted (the panel's heading names a new
-                   cell, no element is stale, every image is loaded); median over all clicks of
-                   all sessions;
+                   cell, no element is stale, every image is loaded, and the generated
+                   description is written); median over all clicks of all sessions;
+                   (panel_first_median_s: the same without waiting for the generated description,
+                   which the panel draws last);
 - bytes_per_click: bytes the page received per click (websocket frames + HTTP bodies and headers,
                    from the click until the network is quiet), median;
-- mem_mb_10/50:    Chromium's memory (PSS summed over its processes) after 10 and 50 clicks.
+- mem_mb_10/50:    Chromium's memory (PSS summed over its processes) after 10 and 50 clicks, each
+                   read after a full JavaScript garbage collection (so it shows what is kept).
 
 Workspaces are built once (cached under <home>/bench/): the synthetic demo generator with one
 large city of about N - 200 cells (16 px tiles) and two 10x10 cities, so look-alikes have
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import os
@@ -49,7 +51,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--js-flags=--expose-gc"]  # memory is read after a full garbage collection: what is kept, not when V8 ran
 SMALL_CITIES = {"Mesa Verde": (10, 10), "Pine Hollow": (10, 10)}
 BIG_CITY = "Harbor Bay"  # first in alphabetical order, so the Map page opens it; no other demo city lies inside it
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
@@ -229,7 +232,7 @@ class Traffic:
 
 
 # ---------------------------------------------------------------------------------
-# the two map renderings: the folium iframe (before issue 13) and the deck.gl chart
+# the two map renderings: the folium iframe (before issue 13) and the map component (assets/map/)
 
 
 PANEL_JS = """(prev) => {
@@ -239,6 +242,7 @@ PANEL_JS = """(prev) => {
   if (![...document.images].every(i => i.complete)) return null;
   return h;
 }"""
+DESCRIBED_JS = """() => !document.body.innerText.includes('Describing the tile...')"""
 
 
 class Map:
@@ -352,20 +356,25 @@ async def session(browser, url: str, cells, info, clicks: int, seed: int, barrie
     first_paint = time.perf_counter() - t0
     await traffic.quiet()
     rng = random.Random(seed)
-    prev, times, sizes, hits = None, [], [], 0
+    prev, times, firsts, sizes, hits = None, [], [], [], 0
     for k in range(clicks):
         before = traffic.bytes
         t = time.perf_counter()
         aimed = await m.click(rng)
         handle = await page.wait_for_function(PANEL_JS, arg=prev, polling=16, timeout=timeout_s * 1e3)
-        times.append(time.perf_counter() - t)
+        firsts.append(time.perf_counter() - t)
         prev = await handle.json_value()
+        await page.wait_for_function(DESCRIBED_JS, polling=16, timeout=timeout_s * 1e3)
+        times.append(time.perf_counter() - t)
         await traffic.quiet()
         sizes.append(traffic.bytes - before)
         hits += prev == aimed
+        if k + 1 in (10, 50):
+            await page.evaluate("() => window.gc && window.gc()")
         await barrier(k + 1)
     results.setdefault("first_paint", []).append(first_paint)
     results.setdefault("click", []).extend(times)
+    results.setdefault("first", []).extend(firsts)
     results.setdefault("bytes", []).extend(sizes)
     results.setdefault("blocked", []).extend(blocked)
     results["hits"] = results.get("hits", 0) + hits
@@ -451,15 +460,15 @@ def main() -> int:
     logs = home / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     server = Server(home, ws_root, logs / "streamlit.log")
-    trainer = None
+    trainer, train_dir = None, None
     try:
         server.wait_healthy()
         t = time.perf_counter()
         asyncio.run(warm(server.url, args.timeout))
         log(f"server warm in {time.perf_counter() - t:.1f} s (context + first map)")
         if args.with_training:
-            run = Path(tempfile.mkdtemp(prefix="bench-train-")) / "run"
-            trainer = start_training(home, run)
+            train_dir = Path(tempfile.mkdtemp(prefix="bench-train-"))
+            trainer = start_training(home, train_dir / "run")
             time.sleep(5)
         res = asyncio.run(measure(server.url, cells, ws.manifest.cities[city], args.clicks, args.sessions,
                                   args.timeout, args.shot))
@@ -469,12 +478,14 @@ def main() -> int:
         if trainer is not None:
             with_group(trainer, signal.SIGTERM)
             trainer.wait(30)
+            shutil.rmtree(train_dir, ignore_errors=True)
         server.close()
     clicks = res["click"]
     out = {"cells": int(len(ws.cells)), "city_cells": int(len(cells)), "map": res["kind"],
            "first_paint_s": round(statistics.median(res["first_paint"]), 3),
            "click_median_s": round(statistics.median(clicks), 3),
            "click_p90_s": round(sorted(clicks)[int(0.9 * (len(clicks) - 1))], 3),
+           "panel_first_median_s": round(statistics.median(res["first"]), 3),
            "bytes_per_click": int(statistics.median(res["bytes"])),
            "mem_mb_10": round(res["mem"][10], 1) if 10 in res["mem"] else None,
            "mem_mb_50": round(res["mem"][50], 1) if 50 in res["mem"] else None,

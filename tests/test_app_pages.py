@@ -252,3 +252,34 @@ def test_train_page_shows_live_progress(env):
     bars = at.get("progress")
     assert bars and bars[0].value == 25  # AppTest reports percent
     assert any(b.label == "Cancel" for b in at.button)
+
+
+def test_map_and_compare_pages_log_no_deprecation_warnings(env, with_embeddings, monkeypatch):
+    """Streamlit logs a warning each time a deprecated argument is used (use_container_width was
+    logged 849 times in one session); the Map and Compare pages use none."""
+    import streamlit.deprecation_util as dep
+
+    logged: list[str] = []
+
+    class Recorder:
+        def warning(self, msg, *a, **k):
+            logged.append(str(msg))
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    monkeypatch.setattr(dep, "_LOGGER", Recorder())
+    ws = with_embeddings.workspace
+    city = ws.cities[0]
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["selected_cell"] = ws.city_cells(city)["cell_id"].iloc[3]
+    at.session_state["area"] = {"kind": "cells", "city": city, "cell_ids": list(ws.city_cells(city)["cell_id"].iloc[:4])}
+    at.run()
+    at.text_input(key="query").input("river water")
+    at.button[0].click().run()
+    assert not at.exception
+    cmp = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=TIMEOUT)
+    cmp.session_state["selected_cell"] = ws.city_cells(city)["cell_id"].iloc[3]
+    cmp.run()
+    assert not cmp.exception
+    assert logged == []

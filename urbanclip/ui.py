@@ -14,7 +14,6 @@ import html
 import json
 import threading
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 import streamlit.components.v1 as components
