@@ -315,17 +315,18 @@ def map_notes(ctx: AppContext, city: str, layer: LayerData | None) -> None:
 # the clicked cell
 
 
-def grounding_badge(g) -> None:
-    """Warn when a description fits its tile no better than random tiles of the city (faithfulness)."""
+def grounding_text(g) -> str:
+    """Markdown to append to a description: a warning when it fits its tile no better than random
+    tiles of the city (faithfulness), and how well it fits ('' when not measurable)."""
     if g is None:
-        return
+        return ""
     parts = []
     if g.low:
         parts.append(":orange-badge[:material/warning: Weakly grounded]")
         if g.weak_sentences:
             parts.append("Weak: " + " ".join(f"“{s}”" for s in g.weak_sentences[:3]))
     parts.append(g.message())
-    st.caption("  \n".join(parts))
+    return "\n\n" + "  \n".join(f":gray[{p}]" if not p.startswith(":orange") else p for p in parts)
 
 
 def _data_uri(jpeg: bytes) -> str:
@@ -334,11 +335,10 @@ def _data_uri(jpeg: bytes) -> str:
 
 def look_alikes(ctx: AppContext, prof) -> None:
     """The most similar cells in other cities: one block (thumbnails inline) and a row of Go-to buttons."""
-    st.markdown("**Most similar cells in other cities**")
     if not prof.similar:
-        st.caption(prof.similar_note)
+        st.markdown(f"**Most similar cells in other cities**  \n:gray[{prof.similar_note}]")
         return
-    rows = []
+    rows = ["<p><b>Most similar cells in other cities</b></p>"]
     for m in prof.similar:
         thumb = tile_jpeg(ctx, m.cell_id, size=72, quality=75) if m.image_path is not None else None
         img = (f"<img src='{_data_uri(thumb)}' width='72' height='72' style='border-radius:4px'>" if thumb else "")
@@ -363,8 +363,8 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
     except UserError as e:
         st.warning(str(e))
         return
-    st.subheader(f"{prof.city} · cell {prof.row},{prof.col}")
-    st.caption(f"`{prof.cell_id}` · lat {prof.lat:.5f}, lon {prof.lon:.5f}")
+    st.markdown(f"### {prof.city} · cell {prof.row},{prof.col}\n"
+                f":gray[`{prof.cell_id}` · lat {prof.lat:.5f}, lon {prof.lon:.5f}]")
     left, right = st.columns([1, 1.3])
     with left:
         tile = tile_jpeg(ctx, cell_id) if prof.image_path is not None else None
@@ -375,14 +375,12 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
         else:
             st.info("Imagery is unavailable for this cell.")
     with right:
-        st.markdown("**Generated description (model)**")
         generated = st.empty()
-        if generate and ctx.has_model and tile is not None:
-            generated.caption("Describing the tile...")
+        generated.markdown("**Generated description (model)**  \n"
+                           + (":gray[Describing the tile...]" if generate and ctx.has_model and tile is not None else ""))
         if prof.source_description:
             st.markdown(f"**Source description** (workspace `{prof.source_column}`)  \n"
-                        + prof.source_description.replace("\n", " "))
-            grounding_badge(prof.source_grounding)
+                        + prof.source_description.replace("\n", " ") + grounding_text(prof.source_grounding))
     st.markdown("**Indicators**")
     st.table(indicator_table(prof))
     notes = []
@@ -395,13 +393,12 @@ def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
         st.caption(" ".join(notes))
     look_alikes(ctx, prof)
     selection_download(ctx, prof.city, [cell_id], "Download this cell", key="download_cell")
-    with generated.container():
-        if not generate and ctx.has_model:
-            st.write("_Generation is switched off._")
-        else:
-            d = describe_cell(ctx, cell_id)
-            st.write(d.text if d.text else f"_{d.note}_")
-            grounding_badge(d.grounding)
+    if not generate and ctx.has_model:
+        body = "_Generation is switched off._"
+    else:
+        d = describe_cell(ctx, cell_id)
+        body = (d.text if d.text else f"_{d.note}_") + grounding_text(d.grounding)
+    generated.markdown("**Generated description (model)**  \n" + body)
 
 
 def download_panel(ctx: AppContext, city: str) -> None:
@@ -522,15 +519,13 @@ def area_panel(ctx: AppContext, city: str) -> None:
         st.caption("Draw a polygon or a rectangle with the tools on the map's left (a cell counts when its "
                    "centre is inside), or click cells on the map and add them here one by one.")
         picked = list(st.session_state.get(cells_key(city)) or [])
-        # options: the picked cells and the selected one (a city can have 10^5 cells; never list them all)
-        options = picked + ([sel] if in_city and sel not in picked else [])
-        st.multiselect("Cells of the area", options, key=cells_key(city), on_change=_cells_changed, args=(city,),
-                       placeholder="Click a cell on the map, then add it")
-        c1, c2 = st.columns(2)
-        c1.button("Add the selected cell", key="area-add", on_click=_add_selected, args=(city,),
-                  disabled=not in_city or sel in picked, width="stretch")
-        c2.button("Clear area", key="area-clear", on_click=_clear_area, args=(city,), disabled=not active,
-                  width="stretch")
+        if picked:  # options: the picked cells and the selected one (a city can have 10^5 cells; never list them all)
+            st.multiselect("Cells of the area", picked + ([sel] if in_city and sel not in picked else []),
+                           key=cells_key(city), on_change=_cells_changed, args=(city,))
+        with st.container(horizontal=True):
+            st.button("Add the selected cell", key="area-add", on_click=_add_selected, args=(city,),
+                      disabled=not in_city or sel in picked)
+            st.button("Clear area", key="area-clear", on_click=_clear_area, args=(city,), disabled=not active)
         if not active:
             return
         try:
