@@ -7,9 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from urbanclip import ui
-from urbanclip.errors import UserError
-from urbanclip.services.cities import (best_matches, city_totals, distribution, find_transfer_reports, load_transfer,
-                                       matched_pairs)
+from urbanclip.services.cities import city_totals, distribution
 from urbanclip.services.mapview import available_layers, city_view, layer_data, legend_html, same_scale
 
 ui.ensure_navigation()
@@ -60,39 +58,5 @@ if not dist.empty:
 st.subheader(f"Look-alikes in {city_b}")
 ui.cross_city_matches(ctx, city_a, city_b, sel_a, matches)
 
-with st.expander(f"Every cell of {city_a} and its best match in {city_b}"):
-    try:
-        df = best_matches(ctx, city_a, city_b)
-    except UserError as e:
-        st.info(str(e))
-        df = None
-    if df is not None:
-        pairs = matched_pairs(df, ind)
-        unit = ws.manifest.indicators[ind].unit
-        fig = px.scatter(pairs.frame, x="a_raw", y="b_raw", color="score", hover_data=["cell_a", "cell_b"],
-                         log_x=True, log_y=True,
-                         labels={"a_raw": f"{city_a} ({unit}, log axis)", "b_raw": f"best match in {city_b} ({unit})"},
-                         title=f"{ws.manifest.indicators[ind].label} of matched pairs ({pairs.correlation_text}, "
-                               "on log1p values; cells at 0 are off the log axes)")
-        st.plotly_chart(fig, width="stretch")
-        if pairs.correlation is None:
-            st.caption("The correlation is undefined here: fewer than 3 pairs have both values known, or one "
-                       "side is constant.")
-        st.dataframe(df.head(50), width="stretch", hide_index=True)
-
-st.subheader("Transfer (train on one city, test on another)")
-reports = find_transfer_reports()
-if not reports:
-    st.caption("No transfer report yet: run a comparison on the Train page; its transfer*.json/csv appears here.")
-else:
-    rep = st.selectbox("Report", reports, format_func=lambda p: str(p.relative_to(p.parents[1])), key="cmp_rep")
-    try:
-        mats = load_transfer(rep)
-    except UserError as e:
-        st.warning(str(e))
-        mats = {}
-    cols = st.columns(max(1, len(mats)))
-    for col, (name, mat) in zip(cols, mats.items()):
-        fig = px.imshow(mat.astype(float), text_auto=".2f", color_continuous_scale="Viridis",
-                        labels={"x": "test city", "y": "train city", "color": "R²"}, title=f"{name} R²")
-        col.plotly_chart(fig, width="stretch")
+ui.best_match_scatter(ctx, city_a, city_b, ind)
+ui.transfer_reports()

@@ -283,3 +283,30 @@ def test_map_and_compare_pages_log_no_deprecation_warnings(env, with_embeddings,
     cmp.run()
     assert not cmp.exception
     assert logged == []
+
+
+def test_an_unreadable_tile_is_a_note_not_a_traceback(tmp_path, monkeypatch):
+    import shutil
+
+    from urbanclip.data.workspace import Workspace
+
+    root = tmp_path / "ws"
+    tiny_workspace(root)
+    ws = Workspace.load(root)
+    city = ws.cities[0]
+    bad = ws.city_cells(city)["cell_id"].iloc[5]
+    ws.image_path(bad).write_bytes(b"\x00not an image" * 40)
+    monkeypatch.setenv("URBANCLIP_WORKSPACE", str(root))
+    from urbanclip.services.context import AppContext
+
+    ctx = AppContext(workspace=ws)  # no embeddings: nothing reads the broken file before the map does
+    monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["selected_cell"] = bad
+    at.run()
+    assert not at.exception
+    warnings = "\n".join(str(w.value) for w in at.warning)
+    assert bad in warnings and "cannot be read" in warnings          # the map's note names the tile
+    assert f"{Path(str(ws.image_path(bad))).name}` cannot be read" in warnings  # and the panel says so too
+    shutil.rmtree(root, ignore_errors=True)

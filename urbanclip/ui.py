@@ -1,5 +1,5 @@
 """Streamlit widget helpers shared by the pages: the cached context, session keys, navigation,
-and the panels the Map page is made of (search form, cell panel, area panel, downloads).
+the map component, and the panels the pages are made of (search, cell, area, downloads, matches).
 
 The one module of the package that imports Streamlit (tests/test_architecture.py checks
 it). Everything here lays out widgets and calls `urbanclip.services`; numbers, tables and
@@ -21,13 +21,14 @@ import streamlit.components.v1 as components
 from urbanclip.errors import UserError
 from urbanclip.services.area import (AreaSummary, area_from_cells, area_from_polygon, area_indicator_table,
                                      cells_by_id, cells_in_polygon)
+from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer, matched_pairs
 from urbanclip.services.context import (AppContext, active_model_file, active_model_path, load_context,
                                         use_interactive_threads, workspace_dir)
 from urbanclip.services.export import FORMATS, export_cells, file_name
 from urbanclip.services.lookup import SearchResult, search
+from urbanclip.data.workspace import split_sentences
 from urbanclip.services.mapview import (COMPONENT_DIR, MAP_HEIGHT, LayerData, city_grid, city_mosaic, city_position,
                                         city_view, jump_view, legend_html, map_args, map_dir, map_event, mosaic_note)
-from urbanclip.data.workspace import split_sentences
 from urbanclip.services.profile import (describe_cell, format_value, indicator_table, profile_cell, similar_cells,
                                         tile_jpeg)
 
@@ -39,10 +40,10 @@ DEEP_LINK = "_deep_link_page"
 AREA = "area"
 SUMMARY = "_area_summary"
 LAYER = "layer"
-MAP = "map"                       # the deck.gl chart's key: its selection state
-VIEW = "_map_view"                # the initial view the map was last sent ({"city", "latitude", "longitude", "zoom"})
+MAP = "map"                       # the Map page's map component: its value is the last event (click, drawing)
+VIEW = "_map_view"                # the view command the map was last sent ({"city", "seq", "bounds" | "center"+"zoom"})
 JUMP = "_map_jump"                # a cell to move the map to on the next run (set by callbacks)
-MOVES = "_map_moves"              # how many times the app moved the map (see mapview.jump_view)
+MOVES = "_map_moves"              # how many view commands were sent (their sequence number)
 LAYER_BEFORE_TEXT = "_layer_before_text"
 
 
@@ -613,3 +614,49 @@ def cross_city_matches(ctx: AppContext, city_a: str, city_b: str, cell_a: str | 
         cell_card(ctx, col, m.cell_id, f"{city_b} · similarity {m.score:.3f}")
     if not matches:
         cols[1].info(f"No embedded cells in {city_b}.")
+
+
+def best_match_scatter(ctx: AppContext, city_a: str, city_b: str, indicator: str) -> None:
+    """Every cell of A against its best match in B for one indicator, with the correlation when it is defined."""
+    import plotly.express as px
+
+    spec = ctx.workspace.manifest.indicators[indicator]
+    with st.expander(f"Every cell of {city_a} and its best match in {city_b}"):
+        try:
+            df = best_matches(ctx, city_a, city_b)
+        except UserError as e:
+            st.info(str(e))
+            return
+        pairs = matched_pairs(df, indicator)
+        fig = px.scatter(pairs.frame, x="a_raw", y="b_raw", color="score", hover_data=["cell_a", "cell_b"],
+                         log_x=True, log_y=True,
+                         labels={"a_raw": f"{city_a} ({spec.unit}, log axis)", "b_raw": f"best match in {city_b} ({spec.unit})"},
+                         title=f"{spec.label} of matched pairs ({pairs.correlation_text}, on log1p values; "
+                               "cells at 0 are off the log axes)")
+        st.plotly_chart(fig, width="stretch")
+        if pairs.correlation is None:
+            st.caption("The correlation is undefined here: fewer than 3 pairs have both values known, or one "
+                       "side is constant.")
+        st.dataframe(df.head(50), width="stretch", hide_index=True)
+
+
+def transfer_reports() -> None:
+    """The transfer heatmaps (train on one city, test on another) of the newest reports."""
+    import plotly.express as px
+
+    st.subheader("Transfer (train on one city, test on another)")
+    reports = find_transfer_reports()
+    if not reports:
+        st.caption("No transfer report yet: run a comparison on the Train page; its transfer*.json/csv appears here.")
+        return
+    rep = st.selectbox("Report", reports, format_func=lambda p: str(p.relative_to(p.parents[1])), key="cmp_rep")
+    try:
+        mats = load_transfer(rep)
+    except UserError as e:
+        st.warning(str(e))
+        mats = {}
+    cols = st.columns(max(1, len(mats)))
+    for col, (name, mat) in zip(cols, mats.items()):
+        fig = px.imshow(mat.astype(float), text_auto=".2f", color_continuous_scale="Viridis",
+                        labels={"x": "test city", "y": "train city", "color": "R²"}, title=f"{name} R²")
+        col.plotly_chart(fig, width="stretch")
