@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import html
 import json
 import threading
@@ -22,8 +23,8 @@ from urbanclip.errors import UserError
 from urbanclip.services.area import (AreaSummary, area_from_cells, area_from_polygon, area_indicator_table,
                                      cells_by_id, cells_in_polygon)
 from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer, matched_pairs
-from urbanclip.services.context import (AppContext, active_model_file, active_model_path, load_context,
-                                        use_interactive_threads, workspace_dir)
+from urbanclip.services.context import (AppContext, active_model_file, active_model_path, freeze_long_lived,
+                                        load_context, use_interactive_threads, workspace_dir)
 from urbanclip.services.export import FORMATS, export_cells, file_name
 from urbanclip.services.lookup import SearchResult, search
 from urbanclip.data.workspace import split_sentences
@@ -111,8 +112,10 @@ def get_context() -> AppContext | None:
             slot = _context_slot(str(root), model_key())
             with slot["lock"]:
                 if "ctx" not in slot:
+                    gc.unfreeze()  # a context replaced (another model) may be collected
                     slot["ctx"] = load_context(root, progress=lambda m: box.info(m))
                     use_interactive_threads()  # after the batch work of the first start
+                    freeze_long_lived()        # keep Streamlit's per-run full GC off the context
             ctx = slot["ctx"]
     except UserError as e:
         box.empty()

@@ -155,6 +155,22 @@ def use_interactive_threads() -> int:
     return n
 
 
+def freeze_long_lived() -> None:
+    """Move every object alive now (the loaded context, torch, geopandas, ...) out of the garbage
+    collector's reach.
+
+    Streamlit runs a full collection after every script run (`runner.postScriptGC`); with the
+    context loaded that walked ~500,000 objects and held the GIL for 0.5-0.9 s on this
+    machine, while the panel's last messages waited to be sent. Frozen objects are never
+    collected, which is what a context that lives as long as the process needs; call it
+    after loading one (`gc.unfreeze()` first when replacing one).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def load_context(root: Path | None = None, model_path: Path | None | str = "active",
                  fit_missing_probes: bool = True, progress: Progress = _quiet) -> AppContext:
     """Load workspace, model, embeddings, index and probe heads once.
