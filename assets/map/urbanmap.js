@@ -399,7 +399,7 @@ async function render(a) {
   load("mosaic", "mosaicName", a.mosaic, loadImage);
   load("colour", "colourName", a.colour, loadImage);
   load("labels", "labelsName", a.labels, fetchJSON);
-  if (!a.drawn) drawn.clearLayers();
+  drawn.clearLayers();  // the app echoes a drawn shape back as the area outline
   applyView(a.view);
   drawOutlines(a);
   setOnline(a);
