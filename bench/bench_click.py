@@ -1,9 +1,9 @@
-"""Click-to-panel latency of the Map page, without and with generation.
+"""Server time of a Map page click, without and with generation (no browser: see bench_browser.py
+for what a planner waits for, click to painted panel).
 
-What a click costs on the server: the rerun rebuilds the folium map for the
-city (layer colours + GeoJSON + cached mosaic) and profiles the clicked cell
-(cached embedding lookup, top-k, predictions; optionally one `generate`).
-Targets on 2 CPU cores: < 300 ms without generation, < 2 s with generation.
+What a click costs on the server: the map component's arguments for the city (file names
+of the grid and the layer, written once; the selected cell's outline) and the profile of
+the clicked cell (cached embedding lookup, top-k, predictions; optionally one `generate`).
 
     python bench/bench_click.py [--workspace W] [--model RUN] [--clicks 20]
 
@@ -38,7 +38,7 @@ def main() -> int:
 
     torch.set_num_threads(2)
     from urbanclip.services.context import load_context
-    from urbanclip.services.mapview import build_map, layer_data
+    from urbanclip.services.mapview import city_view, layer_data, map_args
     from urbanclip.services.profile import profile_cell
 
     t0 = time.perf_counter()
@@ -51,23 +51,23 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     picks = list(rng.choice(ws.cells["cell_id"].to_numpy(), size=min(args.clicks, len(ws.cells)), replace=False))
 
-    # warm-up: mosaics are built once per city and cached on disk
+    # warm-up: the map's files (grid, layer, mosaic) are written once per city and cached on disk
     for city in ws.cities:
-        build_map(ctx, city, layer_data(ctx, city, "observed", ws.indicator_names[0]))
+        map_args(ctx, city, layer_data(ctx, city, "observed", ws.indicator_names[0]), "/", city_view(ctx, city))
 
     panel, rerun = [], []
     for cid in picks:
         city = ws.cell(cid)["city"]
         t = time.perf_counter()
-        m = build_map(ctx, city, layer_data(ctx, city, "observed", ws.indicator_names[0]), selected=cid)
-        m.get_root().render()  # what st_folium serialises
+        map_args(ctx, city, layer_data(ctx, city, "observed", ws.indicator_names[0]), "/", city_view(ctx, city),
+                 selected=cid)
         t_map = time.perf_counter()
         profile_cell(ctx, cid, generate=False)
         t_end = time.perf_counter()
         panel.append((t_end - t_map) * 1e3)
         rerun.append((t_end - t) * 1e3)
     print(f"panel only, no generation        : {_stats(panel)}")
-    print(f"map rebuild + panel, no generation: {_stats(rerun)}")
+    print(f"map arguments + panel, no generation: {_stats(rerun)}")
     if ctx.has_model:
         gen = []
         for cid in picks:

@@ -1,94 +1,62 @@
-"""Compare page: best cross-city matches, indicator scatter, transfer heatmap."""
+"""Compare page: two cities side by side on one colour scale, their totals and distributions,
+and the cells (or areas) of one that look like a cell (or area) of the other."""
 
 from __future__ import annotations
 
 import plotly.express as px
 import streamlit as st
 
-from urbanclip.data.workspace import split_sentences
-from urbanclip.errors import UserError
-from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer, matched_pairs
-from urbanclip.services.profile import format_value, similar_cells
-from urbanclip.ui import SELECTED, ensure_navigation, get_context, plain, show_notes
+from urbanclip import ui
+from urbanclip.services.cities import city_totals, distribution
+from urbanclip.services.mapview import available_layers, city_view, layer_data, legend_html, same_scale
 
-ensure_navigation()
+ui.ensure_navigation()
 st.title("Compare cities")
-ctx = get_context()
-if ctx is not None:
-    ws = ctx.workspace
-    show_notes(ctx)
-    if len(ws.cities) < 2:
-        st.info("This workspace has a single city; comparison needs at least two.")
-        st.stop()
-    selected = st.session_state.get(SELECTED)
-    default_a = ws.cell(selected)["city"] if selected in set(ws.cells["cell_id"]) else ws.cities[0]
-    c1, c2, c3 = st.columns(3)
-    city_a = c1.selectbox("City A", ws.cities, index=ws.cities.index(default_a), key="cmp_a")
-    others = [c for c in ws.cities if c != city_a]
-    city_b = c2.selectbox("City B", others, key="cmp_b")
-    scope = c3.radio("Compare", ["selected cell", "all cells"], horizontal=True, key="cmp_scope")
-    text_col = ws.text_column()
+ctx = ui.get_context()
+if ctx is None:
+    st.stop()
+ws = ctx.workspace
+ui.show_notes(ctx)
+if len(ws.cities) < 2:
+    st.info("This workspace has a single city; comparison needs at least two.")
+    st.stop()
 
-    def card(col, cell_id: str, title: str) -> None:
-        cell = ws.cell(cell_id)
-        col.markdown(f"**{plain(title)}** · {plain(cell_id)}")
-        path = ws.readable_image_path(cell_id)
-        if path is not None:
-            col.image(str(path), width="stretch")
-        else:
-            col.info("Imagery unavailable" if ws.image_path(cell_id) is None else "The tile image cannot be read")
-        col.caption(plain(" ".join(split_sentences(cell[text_col])[:3])) or "no description")
-        col.markdown("  \n".join(f"{plain(s.label)}: {plain(format_value(float(cell[k]), s.unit))}"
-                                 for k, s in ws.manifest.indicators.items()))
+selected = st.session_state.get(ui.SELECTED)
+default_a = ws.cell(selected)["city"] if selected and ui.is_cell(ctx, selected) else ws.cities[0]
+c1, c2, c3, c4 = st.columns(4)
+city_a = c1.selectbox("City A", ws.cities, index=ws.cities.index(default_a), key="cmp_a")
+city_b = c2.selectbox("City B", [c for c in ws.cities if c != city_a], key="cmp_b")
+ind = c3.selectbox("Indicator", ws.indicator_names, key="cmp_ind",
+                   format_func=lambda k: f"{ws.manifest.indicators[k].label} ({ws.manifest.indicators[k].unit})")
+source = c4.radio("Colour by", [x for x in available_layers(ctx) if x in ("observed", "predicted")],
+                  horizontal=True, key="cmp_layer")
 
-    if ctx.vectors is None:
-        st.info("Matching cells across cities needs image embeddings from a trained model. "
-                "Train one on the Train page and make it active.")
-    elif scope == "selected cell":
-        in_a = list(ws.city_cells(city_a)["cell_id"])
-        start = in_a.index(selected) if selected in in_a else 0
-        cell_id = st.selectbox(f"Cell in {city_a}", in_a, index=start, key="cmp_cell")
-        matches = similar_cells(ctx, cell_id, k=3, only_city=city_b)
-        cols = st.columns(1 + max(1, len(matches)))
-        card(cols[0], cell_id, city_a)
-        for col, m in zip(cols[1:], matches):
-            card(col, m.cell_id, f"{city_b} · similarity {m.score:.3f}")
-        if not matches:
-            cols[1].info(f"No embedded cells in {city_b}.")
-    else:
-        try:
-            df = best_matches(ctx, city_a, city_b)
-        except UserError as e:
-            st.warning(str(e))
-            df = None
-        if df is not None:
-            ind = st.selectbox("Indicator", ws.indicator_names, key="cmp_ind",
-                               format_func=lambda k: ws.manifest.indicators[k].label)
-            unit = ws.manifest.indicators[ind].unit
-            pairs = matched_pairs(df, ind)
-            fig = px.scatter(pairs.frame, x="a", y="b", color="score", hover_data=["cell_a", "cell_b"],
-                             labels={"a": f"{city_a}: log1p({unit})", "b": f"best match in {city_b}: log1p({unit})"},
-                             title=f"{ws.manifest.indicators[ind].label} of matched pairs ({pairs.correlation_text})")
-            st.plotly_chart(fig, width="stretch")
-            st.dataframe(df.head(50), width="stretch", hide_index=True)
-            top = df.iloc[0]
-            cols = st.columns(2)
-            card(cols[0], top["cell_a"], city_a)
-            card(cols[1], top["cell_b"], f"{city_b} · similarity {top['score']:.3f}")
+# the two cities on one colour scale; a click on A picks the cell to match in B
+sel_a = selected if selected and ui.is_cell(ctx, selected) and ws.cell(selected)["city"] == city_a else None
+matches = ui.matches_in(ctx, sel_a, city_b)
+layer_a, layer_b = same_scale(layer_data(ctx, city_a, source, ind), layer_data(ctx, city_b, source, ind))
+left, right = st.columns(2)
+for col, city, layer, sel, hits, key, n in ((left, city_a, layer_a, sel_a, [], "cmp-map-a", 1),
+                                             (right, city_b, layer_b, None, [m.cell_id for m in matches], "cmp-map-b", 2)):
+    with col:
+        st.markdown(f"**{city}**" + (" · click a cell to find its look-alikes in " + city_b if key.endswith("a") else ""))
+        ui.city_map(ctx, city, layer, sel, hits, False, key=key, interactive=key.endswith("a"), draw=False,
+                    view=city_view(ctx, city, seq=ws.cities.index(city) * 2 + n), height=420, legend=False)
+if layer_a is not None:
+    st.markdown(legend_html(layer_a), unsafe_allow_html=True)
 
-    st.subheader("Transfer (train on one city, test on another)")
-    reports = find_transfer_reports()
-    if not reports:
-        st.caption("No transfer report yet: run a comparison on the Train page; its transfer*.json/csv appears here.")
-    else:
-        rep = st.selectbox("Report", reports, format_func=lambda p: str(p.relative_to(p.parents[1])), key="cmp_rep")
-        try:
-            mats = load_transfer(rep)
-        except UserError as e:
-            st.warning(str(e))
-            mats = {}
-        cols = st.columns(max(1, len(mats)))
-        for col, (name, mat) in zip(cols, mats.items()):
-            fig = px.imshow(mat.astype(float), text_auto=".2f", color_continuous_scale="Viridis",
-                            labels={"x": "test city", "y": "train city", "color": "R²"}, title=f"{name} R²")
-            col.plotly_chart(fig, width="stretch")
+st.subheader("City totals")
+st.table(city_totals(ctx, [city_a, city_b]))
+dist = distribution(ctx, [city_a, city_b], ind)
+if not dist.empty:
+    fig = px.bar(dist, x="bin", y="share", color="city", barmode="group",
+                 labels={"bin": f"{ws.manifest.indicators[ind].label} per cell ({ws.manifest.indicators[ind].unit})",
+                         "share": "share of the city's cells (%)"},
+                 title=f"Distribution of {ws.manifest.indicators[ind].label.lower()} over cells")
+    st.plotly_chart(fig, width="stretch")
+
+st.subheader(f"Look-alikes in {city_b}")
+ui.cross_city_matches(ctx, city_a, city_b, sel_a, matches)
+
+ui.best_match_scatter(ctx, city_a, city_b, ind)
+ui.transfer_reports()

@@ -19,7 +19,6 @@ from urbanclip.services.area import (
     cells_in_polygon,
     combined_description,
     parse_geometry,
-    read_map_event,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,36 +189,17 @@ def test_combined_description_keeps_grounded_sentences_with_a_model(tiny_workspa
     assert all(p.grounding is not None and 0.5 <= p.grounding <= 1 and 1 <= p.cells <= 16 for p in phrases)
 
 
-def test_read_map_event_tells_a_drawn_polygon_from_a_clicked_cell():
-    cell = {"type": "Feature", "properties": {"cell_id": "X/r000_c000", "label": ""},
-            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}
-    drawn = {"type": "Feature", "properties": {},
-             "geometry": {"type": "Polygon", "coordinates": [[[2, 2], [3, 2], [3, 3], [2, 2]]]}}
-    ev = read_map_event({"last_active_drawing": cell, "all_drawings": None})
-    assert ev.clicked_cell == "X/r000_c000" and ev.polygon is None and ev.n_drawings is None
-    ev = read_map_event({"last_active_drawing": drawn, "all_drawings": [drawn]})
-    assert ev.clicked_cell is None and ev.polygon == drawn["geometry"] and ev.n_drawings == 1
-    ev = read_map_event({"last_active_drawing": cell, "all_drawings": [drawn, cell]})  # clicked after drawing
-    assert ev.clicked_cell == "X/r000_c000" and ev.polygon == drawn["geometry"]
-    line = {"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}
-    assert read_map_event({"last_active_drawing": line, "all_drawings": [line]}).polygon is None
-    assert read_map_event(None) == read_map_event({})
+def test_draw_tool_is_vendored_in_the_map_component():
+    """Leaflet.draw ships inside the map component's folder (assets/map/vendor), loaded by relative path."""
+    from urbanclip.services.mapview import COMPONENT_DIR
 
-
-def test_draw_tool_is_served_offline(ctx):
-    from urbanclip.services.mapview import add_area_outline, add_draw_control, build_map
-
-    ws = ctx.workspace
-    city = ws.cities[0]
-    m = build_map(ctx, city, None)
-    add_draw_control(m)
-    add_area_outline(m, ctx, list(ws.city_cells(city)["cell_id"].iloc[:3]), _city_polygon(ws, city, (0, .3), (0, .3)))
-    html = m.get_root().render()
-    assert "L.Control.Draw" in html and "data:text/javascript;base64," in html
-    assert "cdnjs" not in html and "leaflet.draw.js" not in html
-    css = (REPO / "assets" / "vendor" / "leaflet-draw" / "leaflet.draw.css").read_text()
+    html = (COMPONENT_DIR / "index.html").read_text()
+    assert 'src="vendor/leaflet-draw/leaflet.draw.js"' in html and "cdnjs" not in html
+    css = (COMPONENT_DIR / "vendor" / "leaflet-draw" / "leaflet.draw.css").read_text()
     assert "url('images/" not in css and "data:image/png;base64," in css
-    assert "leaflet-draw" in (REPO / "assets" / "vendor" / "NOTICE.md").read_text()
+    assert "leaflet-draw" in (COMPONENT_DIR / "vendor" / "NOTICE.md").read_text()
+    js = (COMPONENT_DIR / "urbanmap.js").read_text()
+    assert "L.Control.Draw" in js and 'kind: "draw"' in js
 
 
 def test_map_page_area_panel(tiny_workspace_path, monkeypatch):

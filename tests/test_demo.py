@@ -163,3 +163,13 @@ def test_cli_demo_builds_then_skips(tmp_path, capsys):
     assert file_digest(out) == digest
     assert main(["demo", "--out", str(out), "--size", "tiny", "--seed", "2", "--overwrite"]) == 0
     assert file_digest(out) != digest
+
+
+def test_cities_can_have_their_own_grid_sizes(tmp_path):
+    """The browser benchmark's workspace: one larger city beside small ones, chosen by name."""
+    ws = build_demo(tmp_path / "w", tile_px=16, city_sizes={"Harbor Bay": (6, 5), "Mesa Verde": (2, 3)})
+    assert ws.cities == ["Harbor Bay", "Mesa Verde"]
+    assert len(ws.city_cells("Harbor Bay")) == 30 and len(ws.city_cells("Mesa Verde")) == 6
+    assert ws.manifest.extra["demo"]["city_sizes"] == {"Harbor Bay": [6, 5], "Mesa Verde": [2, 3]}
+    with pytest.raises(UserError, match="unknown demo cities"):
+        build_demo(tmp_path / "x", city_sizes={"Atlantis": (2, 2)})

@@ -134,8 +134,8 @@ def test_map_page_offers_downloads(ctx, tiny_workspace_path, monkeypatch):
     assert at.radio(key="export_format").options == list(FORMATS)
     labels = [e.proto.label for e in at.get("download_button")]
     city = at.selectbox(key="city").value
-    assert f"{city} (64 cells)" in labels and "Selection (0 cells)" in labels
+    assert f"{city} (64 cells)" in labels and "Download this cell" not in labels
     at.session_state["selected_cell"] = ctx.workspace.city_cells(city)["cell_id"].iloc[0]
     at.run()
-    assert "Selection (1 cell)" in [e.proto.label for e in at.get("download_button")]
+    assert "Download this cell" in [e.proto.label for e in at.get("download_button")]
     st.cache_resource.clear()

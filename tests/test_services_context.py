@@ -67,3 +67,25 @@ def test_default_demo_is_built_on_first_start(monkeypatch):
     msgs = []
     ws = C.ensure_workspace(progress=msgs.append)
     assert calls and ws.root == paths.demo_workspace_dir().resolve() and "demo" in msgs[0]
+
+
+def test_the_loaded_context_leaves_the_garbage_collectors_reach():
+    import gc
+
+    try:
+        C.freeze_long_lived()
+        assert gc.get_freeze_count() > 0  # Streamlit's full GC after each run no longer walks these objects
+    finally:
+        gc.unfreeze()
+
+
+def test_per_click_inference_runs_on_one_thread(monkeypatch):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(C.INTERACTIVE_THREADS_ENV, raising=False)
+        assert C.use_interactive_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv(C.INTERACTIVE_THREADS_ENV, "2")
+        assert C.use_interactive_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -49,9 +49,14 @@ def test_unknown_cell_is_a_user_error(ws):
         profile_cell(AppContext(workspace=ws), "Nowhere/r9_c9")
 
 
-def test_format_value():
+def test_format_value_reads_as_a_planner_says_it():
     assert format_value(None, "persons") == "—"
     assert format_value(math.nan, "persons") == "—"
     assert format_value(12345.4, "persons") == "12,345 persons"
-    assert format_value(2.5e6, "ton CO2") == "2.50 M ton CO2"
+    assert format_value(1, "persons") == "1 person"
+    assert format_value(2.5e6, "ton CO2") == "2.5 million ton CO2"
+    assert format_value(2860, "million yuan") == "2.86 billion yuan"  # never '2.86 M million yuan'
+    assert format_value(0.05, "million yuan") == "50,000 yuan"
     assert format_value(3.14159, "") == "3.14"
+    assert format_value(0, "persons") == "0 persons"
+    assert format_value(2860, "million yuan", with_unit=False) == "2.86 billion"

@@ -194,13 +194,17 @@ def test_profile_and_uncertainty_layer(ctx_with_intervals):
     lo, hi = ctx.intervals["gdp"]
     assert iv.lower == pytest.approx(lo[4]) and iv.upper == pytest.approx(hi[4]) and iv.level == 0.8
     text = format_prediction(iv)
-    assert text == f"{format_value(iv.predicted, iv.unit)} (80%: {format_value(iv.lower, '')}–{format_value(iv.upper, '')})"
+    assert text == (f"{format_value(iv.predicted, iv.unit)} (80%: {format_value(iv.lower, iv.unit, with_unit=False)}"
+                    f"–{format_value(iv.upper, iv.unit, with_unit=False)})")
+    assert "M million" not in text
     assert "uncertainty" in available_layers(ctx)
     city = ws.cities[0]
     layer = layer_data(ctx, city, "uncertainty", "gdp")
     mask = (ws.cells["city"] == city).to_numpy()
     assert np.allclose(layer.values, np.log1p(hi[mask]) - np.log1p(lo[mask]))
-    assert "80% interval width" in layer.title and "x lower" in layer.label(float(layer.values[0]))
+    assert "80% interval width" in layer.title and "upper ÷ lower" in layer.title
+    lo0, hi0 = max(float(lo[mask][0]), 0.0), max(float(hi[mask][0]), 0.0)
+    assert layer.label(0) == f"80% interval {format_value(lo0, 'million yuan', False)}–{format_value(hi0, 'million yuan')}"
     from urbanclip.services.context import AppContext
 
     bare = AppContext(workspace=ws, predictions=dict(ctx.predictions))

@@ -53,7 +53,7 @@ def hostile_ws(tmp_path, monkeypatch):
 
 
 def _markdown_sources(at) -> list[str]:
-    els = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.subheader]
+    els = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.subheader, *at.success]
     return [str(e.value) for e in els] + [str(b.label) for b in at.button]
 
 
@@ -79,5 +79,7 @@ def test_place_names_and_imported_descriptions_are_escaped(hostile_ws):
     sources = _markdown_sources(at)
     assert any("Source description" in s for s in sources)
     rendered = "".join(_rendered(s) for s in sources)
-    assert "<img" not in rendered and "<strong>bold claim" not in rendered and 'href="http://evil"' not in rendered
+    # (the look-alike thumbnails are the app's own <img src="data:..."> tiles: only user-given images count)
+    assert not re.search(r"<img[^>]*(host/|src=\"?x)", rendered)
+    assert "<strong>bold claim" not in rendered and 'href="http://evil"' not in rendered
     assert any(r"\*\*bold claim\*\*" in s and r"\<img src" in s for s in sources)

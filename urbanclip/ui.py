@@ -1,5 +1,5 @@
 """Streamlit widget helpers shared by the pages: the cached context, session keys, navigation,
-and the panels the Map page is made of (search form, cell panel, area panel, downloads).
+the map component, and the panels the pages are made of (search, cell, area, downloads, matches).
 
 The one module of the package that imports Streamlit (tests/test_architecture.py checks
 it). Everything here lays out widgets and calls `urbanclip.services`; numbers, tables and
@@ -8,13 +8,19 @@ text are computed there, so they are testable without a browser.
 
 from __future__ import annotations
 
+import base64
+import functools
+import gc
+import html
 import json
 import re
 import threading
 from pathlib import Path
 
 import streamlit as st
+import streamlit.components.v1 as components
 
+from urbanclip.data.workspace import split_sentences
 from urbanclip.errors import UserError
 from urbanclip.services.area import (
     AreaSummary,
@@ -23,32 +29,58 @@ from urbanclip.services.area import (
     area_indicator_table,
     cells_by_id,
     cells_in_polygon,
-    read_map_event,
 )
+from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer, matched_pairs
 from urbanclip.services.context import (
     AppContext,
     active_model_file,
     active_model_path,
     clear_active_model,
+    freeze_long_lived,
     load_context,
+    use_interactive_threads,
     workspace_dir,
 )
 from urbanclip.services.export import FORMATS, export_cells, file_name
-from urbanclip.services.lookup import search
-from urbanclip.services.mapview import add_area_outline, add_draw_control
-from urbanclip.services.profile import format_value, indicator_table, profile_cell
+from urbanclip.services.lookup import SearchResult, search
+from urbanclip.services.mapview import (
+    COMPONENT_DIR,
+    MAP_HEIGHT,
+    LayerData,
+    city_grid,
+    city_mosaic,
+    city_position,
+    city_view,
+    jump_view,
+    legend_html,
+    map_args,
+    map_dir,
+    map_event,
+    mosaic_note,
+)
+from urbanclip.services.profile import (
+    describe_cell,
+    format_value,
+    indicator_table,
+    profile_cell,
+    similar_cells,
+    tile_jpeg,
+)
 
 # session_state keys
 CITY = "city"
 SELECTED = "selected_cell"
 SEARCH = "search_result"
-LAST_CLICK = "_last_map_click"
 DEEP_LINK = "_deep_link_page"
 AREA = "area"
-LAST_DRAWING = "_area_last_drawing"
 SUMMARY = "_area_summary"
+LAYER = "layer"
+MAP = "map"                       # the Map page's map component: its value is the last event (click, drawing)
+VIEW = "_map_view"                # the view command the map was last sent ({"city", "seq", "bounds" | "center"+"zoom"})
+JUMP = "_map_jump"                # a cell to move the map to on the next run (set by callbacks)
+MOVES = "_map_moves"              # how many view commands were sent (their sequence number)
+LAYER_BEFORE_TEXT = "_layer_before_text"
 ALLOW_NETWORK = "allow_online_search"
-RETURNED = ["last_active_drawing", "all_drawings"]  # what st_folium must return for clicks and drawings
 
 
 # ---------------------------------------------------------------------------------
@@ -129,7 +161,10 @@ def get_context() -> AppContext | None:
             slot = _context_slot(str(root), model_key())
             with slot["lock"]:
                 if "ctx" not in slot:
+                    gc.unfreeze()  # a context replaced (another model) may be collected
                     slot["ctx"] = load_context(root, progress=lambda m: box.info(m))
+                    use_interactive_threads()  # after the batch work of the first start
+                    freeze_long_lived()        # keep Streamlit's per-run full GC off the context
             ctx = slot["ctx"]
     except UserError as e:
         box.empty()
@@ -141,9 +176,15 @@ def get_context() -> AppContext | None:
     return ctx
 
 
-def shared_sidebar() -> None:
-    """What every page shows in the sidebar: which workspace the app serves."""
-    st.sidebar.caption(f"Workspace {plain(workspace_dir())}")
+def shared_sidebar(pages: list | None = None) -> None:
+    """What every page shows in the sidebar: the page menu and which workspace the app serves.
+
+    The menu is drawn here, not by Streamlit (`showSidebarNavigation = false` in
+    .streamlit/config.toml), so a fresh server never lists the files of pages/."""
+    with st.sidebar:
+        for page in pages or []:
+            st.page_link(page)
+        st.caption(f"Workspace {plain(workspace_dir())}")
 
 
 def show_notes(ctx: AppContext) -> None:
@@ -159,10 +200,19 @@ def show_notes(ctx: AppContext) -> None:
         st.caption("This is the SYNTHETIC demo workspace: images, descriptions and indicators are generated, not real.")
 
 
+def is_cell(ctx: AppContext, cell_id: str) -> bool:
+    try:
+        ctx.workspace.index_of(cell_id)
+    except UserError:
+        return False
+    return True
+
+
 def select_cell(cell_id: str, city: str) -> None:
-    """Callback: select a cell (and its city) e.g. from a similar-cell or search button."""
+    """Callback: select a cell (and its city) e.g. from a similar-cell or search button, and move the map there."""
     st.session_state[CITY] = city
     st.session_state[SELECTED] = cell_id
+    st.session_state[JUMP] = cell_id
 
 
 # ---------------------------------------------------------------------------------
@@ -170,141 +220,310 @@ def select_cell(cell_id: str, city: str) -> None:
 
 
 def search_form(ctx: AppContext) -> None:
-    """The search box; a hit selects its city / cell, a text query switches to the text-match layer."""
+    """The search box; a hit selects its city / cell and moves the map, a text query colours the map by match."""
     with st.form("search", border=False):
         c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
         query = c1.text_input("Search", placeholder="city, place, cell id, 'lat, lon' or a description "
                               "('dense residential blocks beside a river')", key="query")
-        submitted = c2.form_submit_button("Search", use_container_width=True)
+        submitted = c2.form_submit_button("Search", width="stretch")
     if not submitted:
         return
     try:
         with st.spinner("Searching (the first search over a workspace's descriptions embeds them once)..."):
             res = search(ctx, query, city=None, allow_network=bool(st.session_state.get(ALLOW_NETWORK, False)))
     except UserError as e:
-        st.warning(plain(e))
-        return
+        res = SearchResult("error", str(e))
     res.message = plain(res.message)  # it quotes the query: shown as typed wherever the page puts it
+    apply_search(res)
+
+
+def apply_search(res: SearchResult) -> None:
+    """Make a search result the page's state (before the widgets it changes are drawn)."""
     st.session_state[SEARCH] = res
+    if res.kind != "text":
+        _drop_text_layer()
     if res.kind == "error":
         return
     if res.city:
         st.session_state[CITY] = res.city
+    if res.kind == "city":
+        st.session_state[VIEW] = None  # fit the whole city again
     if res.kind in ("cell", "place", "latlon"):
-        st.session_state[SELECTED] = res.cell_id
+        st.session_state[SELECTED] = st.session_state[JUMP] = res.cell_id
     if res.kind == "text":
-        st.session_state["layer"] = "text match"
+        if st.session_state.get(LAYER) != "text match":
+            st.session_state[LAYER_BEFORE_TEXT] = st.session_state.get(LAYER, "observed")
+        st.session_state[LAYER] = "text match"
         if res.cell_id:
-            st.session_state[SELECTED] = res.cell_id
+            st.session_state[SELECTED] = st.session_state[JUMP] = res.cell_id
+
+
+def _drop_text_layer() -> None:
+    if st.session_state.get(LAYER) == "text match":
+        st.session_state[LAYER] = st.session_state.pop(LAYER_BEFORE_TEXT, "observed")
+
+
+def clear_search() -> None:
+    """Callback: forget the search result and its text-match layer."""
+    st.session_state[SEARCH] = None
+    _drop_text_layer()
+
+
+def search_status(res: SearchResult | None) -> None:
+    """What the last search found (or why it found nothing), with a button to clear it."""
+    if res is None:
+        return
+    c1, c2 = st.columns([8, 1], vertical_alignment="center")
+    if res.kind == "error":
+        c1.warning(res.message)
+    else:
+        c1.success(f"**{res.found}** · {res.message}", icon=":material/search:")
+    c2.button("Clear", key="search-clear", on_click=clear_search, width="stretch")
 
 
 def search_results(res) -> None:
-    """The ranked hits of a text search, each a button that selects the cell."""
+    """The ranked hits of a text search, each a button that selects the cell and moves the map to it."""
     if res is None or res.kind != "text" or not res.ranked:
         return
     label = {"semantic": "semantic", "descriptions": "descriptions"}.get(res.method, "keyword")
     with st.expander(f"Search results ({label})", expanded=True):
-        st.caption(res.message)
         for h in res.ranked[:5]:
             st.button(f"{h.score:.3f} · {plain(h.cell_id)}", key=f"hit-{h.cell_id}", on_click=select_cell,
                       args=(h.cell_id, h.city))
 
 
 # ---------------------------------------------------------------------------------
-# the clicked cell
+# the map: our Leaflet component (assets/map/) drawing files served from the workspace cache
 
 
-def grounding_badge(g) -> None:
-    """Warn when a description fits its tile no better than random tiles of the city (faithfulness)."""
-    if g is None:
+def _component(name: str, path: Path):
+    """Declare a component folder (Streamlit serves its files at /component/<name>/<file>);
+    None without a Streamlit runtime (bare AppTest runs), where nothing is served."""
+    try:
+        return components.declare_component(name, path=str(path))
+    except Exception:
+        return None
+
+
+def _data_url_prefix(ctx: AppContext) -> str:
+    """URL prefix of the map's data files (mapview.map_dir), served as a component folder
+    (it is never rendered: the route alone lets the browser fetch the files)."""
+    comp = _component("mapdata", map_dir(ctx))
+    name = comp.name if comp is not None else f"{__name__}.mapdata"
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return (f"/{base}" if base else "") + f"/component/{name}/"
+
+
+def map_view(ctx: AppContext, city: str) -> dict:
+    """The view command to send: a new one (numbered) only when the app means to move the map
+    (another city, a jump to a cell, a city search), so zoom and pan survive clicks and layer switches."""
+    view = st.session_state.get(VIEW)
+    jump = st.session_state.pop(JUMP, None)
+    moves = st.session_state.get(MOVES, 0)
+    if jump is not None and city_position(ctx, city, jump) is not None:
+        moves += 1
+        view = jump_view(ctx, jump, moves)
+    elif not view or view.get("city") != city:
+        moves += 1
+        view = city_view(ctx, city, moves)
+    st.session_state[MOVES] = moves
+    st.session_state[VIEW] = view
+    return view
+
+
+def _map_event(ctx: AppContext, key: str, city: str, on_draw: bool) -> None:
+    """on_change of a map: a clicked cell becomes the selection, a drawn polygon the active area."""
+    ev = map_event(ctx, city, st.session_state.get(key))
+    if ev is None:
         return
-    if g.low:
-        st.badge("Weakly grounded", icon=":material/warning:", color="orange")
-        if g.weak_sentences:
-            st.caption("Weak: " + " ".join(f"“{plain(s)}”" for s in g.weak_sentences[:3]))
-    st.caption(plain(g.message()))
+    if ev.cell_id is not None:
+        st.session_state[SELECTED] = ev.cell_id
+    elif ev.polygon is not None and on_draw:
+        st.session_state[AREA] = {"kind": "polygon", "city": city, "geometry": ev.polygon}
+        st.session_state[cells_key(city)] = []
 
 
-def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
-    """What the model sees in one cell: tile, descriptions, indicators, look-alikes in other cities."""
-    with st.spinner("Describing the tile..." if generate and ctx.has_model else "Loading cell..."):
-        try:
-            prof = profile_cell(ctx, cell_id, generate=generate)
-        except UserError as e:
-            st.warning(plain(e))
-            return
-    st.subheader(f"{plain(prof.city)} · cell {prof.row},{prof.col}")
-    st.caption(f"{plain(prof.cell_id)} · lat {prof.lat:.5f}, lon {prof.lon:.5f}")
-    left, right = st.columns([1, 1.3])
-    with left:
-        if prof.image_path is not None:
-            st.image(str(prof.image_path), caption="Satellite tile", use_container_width=True)
-        elif prof.image_problem:
-            st.badge("Unreadable tile", icon=":material/broken_image:", color="red")
-            st.warning(plain(prof.image_problem))
-        else:
-            st.info("Imagery is unavailable for this cell.")
-    with right:
-        st.markdown("**Generated description (model)**")
-        st.markdown(plain(prof.generated) if prof.generated else f"_{plain(prof.generated_note)}_")
-        grounding_badge(prof.grounding)
-        if prof.source_description:
-            st.markdown(f"**Source description** (workspace {plain(prof.source_column)})")
-            st.markdown(plain(prof.source_description))
-            grounding_badge(prof.source_grounding)
-        if prof.grounding_note:
-            st.caption(prof.grounding_note)
-    st.markdown("**Indicators**")
-    if prof.indicator_note:
-        st.caption(prof.indicator_note)
+def city_map(ctx: AppContext, city: str, layer: LayerData | None, selected: str | None,
+             matches: list[str], online: bool, key: str = MAP, interactive: bool = True, draw: bool = True,
+             view: dict | None = None, height: int = MAP_HEIGHT, legend: bool = True) -> None:
+    """The city's grid over its imagery (the map component), then its notes and legend."""
+    ids, polygon, _ = current_area(ctx, city) if draw else ([], None, None)
+    args = map_args(ctx, city, layer, _data_url_prefix(ctx), view or map_view(ctx, city), selected=selected,
+                    matches=matches, area_ids=ids, area_polygon=polygon, online=online, interactive=interactive,
+                    draw=draw, height=height)
+    comp = _component("urbanmap", COMPONENT_DIR)
+    if comp is not None:
+        comp(**args, key=key, default=None, on_change=functools.partial(_map_event, ctx, key, city, draw))
     else:
-        st.table(indicator_table(prof))
-    if prof.interval_caption:
-        st.caption(prof.interval_caption)
-    if not ctx.has_predictions and not ctx.prediction_notes and prof.indicators:
-        st.caption("Predicted values need a trained model with probe heads; showing observed values only.")
-    st.markdown("**Most similar cells in other cities**")
-    if not prof.similar:
-        st.caption(plain(prof.similar_note))
-    for m in prof.similar:
-        c1, c2 = st.columns([1, 2.5])
-        if m.image_path is not None:
-            c1.image(str(m.image_path), use_container_width=True)
-        ind = " · ".join(f"{plain(iv.label)}: {plain(format_value(m.observed[iv.name], iv.unit))}"
-                         for iv in prof.indicators)
-        c2.markdown(f"**{plain(m.city)}** · similarity **{m.score:.3f}**  \n{ind}")
-        c2.button(f"Go to {plain(m.cell_id)}", key=f"go-{m.cell_id}", on_click=select_cell, args=(m.cell_id, m.city))
+        st.caption(f"(map of {city}: {len(city_grid(ctx, city).cell_ids):,} cells)")
+    map_notes(ctx, city, layer if legend else None)
 
 
-def download_panel(ctx: AppContext, city: str, selected: str | None) -> None:
-    """Sidebar downloads: the city, or the selection (the active area, else the selected cell)."""
-    area_ids, _, _ = current_area(ctx, city)
-    picked = area_ids or ([selected] if selected and ctx.workspace.cell(selected)["city"] == city else [])
-    with st.sidebar.expander("Download", icon=":material/download:"):
-        fmt = st.radio("Format", list(FORMATS), horizontal=True, key="export_format")
-        mime = FORMATS[fmt][1]
-        st.download_button(f"{city} ({len(ctx.workspace.city_cells(city))} cells)",
-                           data=lambda: export_cells(ctx, fmt, city=city), file_name=file_name(ctx, fmt, city),
-                           mime=mime, key="download_city", on_click="ignore", use_container_width=True)
-        st.download_button(f"Selection ({len(picked)} cell{'s' if len(picked) != 1 else ''})",
-                           data=lambda: export_cells(ctx, fmt, cell_ids=picked),
-                           file_name=file_name(ctx, fmt, city, "selection"), mime=mime, key="download_selection",
-                           on_click="ignore", disabled=not picked, use_container_width=True,
-                           help="the area on the map, else the selected cell" if picked else
-                           "select a cell or draw an area on the map first")
-        st.caption("Predictions, intervals, observed values and descriptions per cell; opens in geopandas / QGIS.")
+def map_notes(ctx: AppContext, city: str, layer: LayerData | None) -> None:
+    mosaic = city_mosaic(ctx, city)
+    if mosaic is None:
+        st.info(f"Imagery is unavailable for {city}: the grid is shown without a basemap.")
+    note = mosaic_note(mosaic, city)
+    if note:
+        st.warning(note, icon=":material/broken_image:")
+    if layer is not None:
+        st.markdown(legend_html(layer), unsafe_allow_html=True)
 
 
 # ---------------------------------------------------------------------------------
-# areas: a draw tool on the map, a cell picker, and the aggregate panel
+# the clicked cell
+
+
+def grounding_text(g) -> str:
+    """Markdown to append to a description: a warning when it fits its tile no better than random
+    tiles of the city (faithfulness), and how well it fits ('' when not measurable)."""
+    if g is None:
+        return ""
+    parts = []
+    if g.low:
+        parts.append(":orange-badge[:material/warning: Weakly grounded]")
+        if g.weak_sentences:
+            parts.append("Weak: " + " ".join(f"“{plain(s)}”" for s in g.weak_sentences[:3]))
+    parts.append(plain(g.message()))
+    return "\n\n" + "  \n".join(f":gray[{p}]" if not p.startswith(":orange") else p for p in parts)
+
+
+def _data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def look_alikes(ctx: AppContext, prof) -> None:
+    """The most similar cells in other cities: one block (thumbnails inline) and a row of Go-to buttons."""
+    if not prof.similar:
+        st.markdown(f"**Most similar cells in other cities**  \n:gray[{plain(prof.similar_note)}]")
+        return
+    rows = ["<p><b>Most similar cells in other cities</b></p>"]
+    for m in prof.similar:
+        thumb = tile_jpeg(ctx, m.cell_id, size=72, quality=75) if m.image_path is not None else None
+        img = (f"<img src='{_data_uri(thumb)}' width='72' height='72' style='border-radius:4px'>" if thumb else "")
+        ind = " · ".join(f"{iv.label}: {format_value(m.observed[iv.name], iv.unit)}" for iv in prof.indicators)
+        rows.append(f"<div style='display:flex;gap:0.6rem;align-items:center;margin-bottom:0.4rem'>{img}"
+                    f"<div><b>{html.escape(m.city)}</b> · similarity <b>{m.score:.3f}</b> · "
+                    f"<code>{html.escape(m.cell_id)}</code><br><small>{html.escape(ind)}</small></div></div>")
+    st.markdown("".join(rows), unsafe_allow_html=True)
+    with st.container(horizontal=True):
+        for m in prof.similar:
+            st.button(f"Go to {m.cell_id}", key=f"go-{m.cell_id}", on_click=select_cell, args=(m.cell_id, m.city))
+
+
+def cell_panel(ctx: AppContext, cell_id: str, generate: bool) -> None:
+    """What the model sees in one cell: tile, descriptions, indicators, look-alikes in other cities.
+
+    Everything read from caches is drawn first; the generated description (one model pass)
+    fills its place last, so the panel answers at once. Few elements: each one is a message
+    the browser waits for."""
+    try:
+        prof = profile_cell(ctx, cell_id, generate=False)
+    except UserError as e:
+        st.warning(plain(e))
+        return
+    st.markdown(f"### {plain(prof.city)} · cell {prof.row},{prof.col}\n"
+                f":gray[{plain(prof.cell_id)} · lat {prof.lat:.5f}, lon {prof.lon:.5f}]")
+    left, right = st.columns([1, 1.3])
+    with left:
+        tile = tile_jpeg(ctx, cell_id) if prof.image_path is not None else None
+        if tile is not None:
+            st.image(tile, caption="Satellite tile", width="stretch")
+        elif prof.image_problem or prof.image_path is not None:
+            st.badge("Unreadable tile", icon=":material/broken_image:", color="red")
+            st.warning(plain(prof.image_problem or f"The tile image {prof.image_path.name} cannot be read; "
+                                                   "replace or re-import it."))
+        else:
+            st.info("Imagery is unavailable for this cell.")
+    with right:
+        generated = st.empty()
+        generated.markdown("**Generated description (model)**  \n"
+                           + (":gray[Describing the tile...]" if generate and ctx.has_model and tile is not None else ""))
+        if prof.source_description:
+            st.markdown(f"**Source description** (workspace {plain(prof.source_column)})  \n"
+                        + plain(prof.source_description) + grounding_text(prof.source_grounding))
+        if prof.grounding_note:
+            st.caption(plain(prof.grounding_note))
+    st.markdown("**Indicators**")
+    notes = []
+    if prof.indicator_note:
+        notes.append(prof.indicator_note)
+    else:
+        st.table(indicator_table(prof))
+    if prof.interval_caption:
+        notes.append(prof.interval_caption)
+    if not ctx.has_predictions and not ctx.prediction_notes and prof.indicators:
+        notes.append("Predicted values need a trained model with probe heads; showing observed values only.")
+    if notes:
+        st.caption(" ".join(notes))
+    look_alikes(ctx, prof)
+    selection_download(ctx, prof.city, [cell_id], "Download this cell", key="download_cell")
+    if not generate and ctx.has_model:
+        body = "_Generation is switched off._"
+    else:
+        d = describe_cell(ctx, cell_id)
+        body = (plain(d.text) if d.text else f"_{plain(d.note)}_") + grounding_text(d.grounding)
+    generated.markdown("**Generated description (model)**  \n" + body)
+
+
+def download_panel(ctx: AppContext, city: str) -> None:
+    """Sidebar downloads: the whole city, in the format chosen here (the cell and area panels
+    offer their own selection in the same format)."""
+    with st.sidebar.expander("Download", icon=":material/download:"):
+        fmt = st.radio("Format", list(FORMATS), horizontal=True, key="export_format")
+        st.download_button(f"{city} ({len(city_grid(ctx, city).cell_ids):,} cells)",
+                           data=lambda: export_cells(ctx, fmt, city=city), file_name=file_name(ctx, fmt, city),
+                           mime=FORMATS[fmt][1], key="download_city", on_click="ignore", width="stretch")
+        st.caption("Predictions, intervals, observed values and descriptions per cell; opens in geopandas / QGIS. "
+                   "The cell and area panels download their own selection.")
+
+
+def selection_download(ctx: AppContext, city: str, cell_ids: list[str], label: str, key: str) -> None:
+    """A download of some cells, in the format chosen in the sidebar."""
+    fmt = st.session_state.get("export_format") or next(iter(FORMATS))
+    st.download_button(label, data=lambda: export_cells(ctx, fmt, cell_ids=cell_ids),
+                       file_name=file_name(ctx, fmt, city, "selection"), mime=FORMATS[fmt][1], key=key,
+                       on_click="ignore", icon=":material/download:")
+
+
+@st.fragment
+def map_and_panel(ctx: AppContext, city: str, layer_name: str, layer: LayerData | None, res: SearchResult | None,
+                  online: bool, generate: bool) -> None:
+    """The map and the side panel: a fragment, so a click on the map (or a Go-to in the panel)
+    reruns only this part of the page. Its arguments come from the last full run; when a
+    callback changed what they were made from (a Go-to into another city, a cleared search),
+    the whole page reruns."""
+    if (st.session_state.get(CITY) != city or st.session_state.get(LAYER) != layer_name
+            or st.session_state.get(SEARCH) is not res):
+        st.rerun(scope="app")
+    selected = st.session_state.get(SELECTED)
+    if selected is not None and not is_cell(ctx, selected):
+        selected = st.session_state[SELECTED] = None
+    text = res if (res is not None and res.kind == "text") else None
+    map_col, panel_col = st.columns([3, 2], gap="medium")
+    with map_col:
+        city_map(ctx, city, layer, selected, [h.cell_id for h in text.ranked[:5]] if text else [], online)
+    with panel_col:
+        search_status(res)
+        search_results(res)
+        area_panel(ctx, city)
+        if selected is None:
+            st.info("Click a cell on the map (or search) to see what the model sees there, its indicators "
+                    "and the most similar cells in other cities.")
+        else:
+            cell_panel(ctx, selected, generate)
+
+
+# ---------------------------------------------------------------------------------
+# areas: a draw tool (the map's drawing mode), picked cells, and the aggregate panel
 #
 # The active area lives in st.session_state[AREA] ({"kind": "polygon" | "cells", "city",
-# "geometry" | "cell_ids"}), so it survives reruns that rebuild the map (which clear
-# Leaflet's own drawn layers: the map then shows the area as an outline instead).
+# "geometry" | "cell_ids"}), so it survives reruns and the switch back to the grid map,
+# which outlines it.
 
 
 def cells_key(city: str) -> str:
-    """Session key of the city's cell picker (one per city: its options differ)."""
+    """Session key of the city's picked cells (one per city)."""
     return f"area_cells-{city}"
 
 
@@ -321,41 +540,15 @@ def current_area(ctx: AppContext, city: str) -> tuple[list[str], dict | None, st
         return [], area.get("geometry"), str(e)
 
 
-def decorate_map(ctx: AppContext, city: str, m) -> None:
-    """Add the draw tool and the active area's outline to the page's folium map."""
-    add_draw_control(m)
-    ids, polygon, _ = current_area(ctx, city)
-    add_area_outline(m, ctx, ids, polygon)
-
-
-def handle_map_event(city: str, out: dict | None) -> None:
-    """The one reader of the map's events: a clicked cell becomes the selection, a newly drawn
-    polygon the active area (each reruns the page once)."""
-    ev = read_map_event(out)
-    if ev.clicked_cell and ev.clicked_cell != st.session_state.get(LAST_CLICK):
-        st.session_state[LAST_CLICK] = ev.clicked_cell
-        st.session_state[SELECTED] = ev.clicked_cell
-        st.rerun()
-    if ev.polygon is None:
-        return
-    sig = json.dumps(ev.polygon, sort_keys=True)
-    if sig == st.session_state.get(LAST_DRAWING):
-        return
-    st.session_state[LAST_DRAWING] = sig
-    st.session_state[AREA] = {"kind": "polygon", "city": city, "geometry": ev.polygon}
-    st.session_state[cells_key(city)] = []
-    st.rerun()  # redraw the map with the area's outline
-
-
 def _cells_changed(city: str) -> None:
     ids = list(st.session_state.get(cells_key(city)) or [])
     st.session_state[AREA] = {"kind": "cells", "city": city, "cell_ids": ids} if ids else None
 
 
-def _add_selected(city: str, options: list[str]) -> None:
+def _add_selected(city: str) -> None:
     sel = st.session_state.get(SELECTED)
     ids = list(st.session_state.get(cells_key(city)) or [])
-    if sel in options and sel not in ids:
+    if sel and sel not in ids:
         ids.append(sel)
     st.session_state[cells_key(city)] = ids
     _cells_changed(city)
@@ -382,21 +575,22 @@ def _summary(ctx: AppContext, city: str) -> AreaSummary | None:
 
 
 def area_panel(ctx: AppContext, city: str) -> None:
-    """The area expander: picker, buttons, and the aggregate of the active area."""
-    ws = ctx.workspace
+    """The area expander: picked cells, buttons, and the aggregate of the active area."""
     area = st.session_state.get(AREA)
     active = bool(area) and area.get("city") == city
+    sel = st.session_state.get(SELECTED)
+    in_city = sel is not None and city_position(ctx, city, sel) is not None
     with st.expander("Area: draw a polygon or pick cells", expanded=active):
-        st.caption("Draw with the polygon or rectangle tool on the map (a cell counts when its centre is inside), "
-                   "or pick cells here.")
-        options = [str(c) for c in ws.city_cells(city)["cell_id"]]
-        st.multiselect("Cells of the area", options, key=cells_key(city), on_change=_cells_changed, args=(city,),
-                       placeholder="Pick cells")
-        c1, c2 = st.columns(2)
-        c1.button("Add the selected cell", key="area-add", on_click=_add_selected, args=(city, options),
-                  disabled=st.session_state.get(SELECTED) not in options, use_container_width=True)
-        c2.button("Clear area", key="area-clear", on_click=_clear_area, args=(city,), disabled=not active,
-                  use_container_width=True)
+        st.caption("Draw a polygon or a rectangle with the tools on the map's left (a cell counts when its "
+                   "centre is inside), or click cells on the map and add them here one by one.")
+        picked = list(st.session_state.get(cells_key(city)) or [])
+        if picked:  # options: the picked cells and the selected one (a city can have 10^5 cells; never list them all)
+            st.multiselect("Cells of the area", picked + ([sel] if in_city and sel not in picked else []),
+                           key=cells_key(city), on_change=_cells_changed, args=(city,))
+        with st.container(horizontal=True):
+            st.button("Add the selected cell", key="area-add", on_click=_add_selected, args=(city,),
+                      disabled=not in_city or sel in picked)
+            st.button("Clear area", key="area-clear", on_click=_clear_area, args=(city,), disabled=not active)
         if not active:
             return
         try:
@@ -407,6 +601,7 @@ def area_panel(ctx: AppContext, city: str) -> None:
         how = "cells whose centre is inside the polygon" if s.selection == "polygon" else "picked cells"
         st.markdown(f"**{s.n_cells} cell{'s' if s.n_cells != 1 else ''}** · {s.area_km2:.2f} km² · {how}")
         st.table(area_indicator_table(s))
+        selection_download(ctx, city, list(s.cell_ids), f"Download the area ({s.n_cells} cells)", key="download_area")
         for note in s.notes:
             st.caption(plain(note))
         st.markdown("**What the area looks like**")
@@ -423,3 +618,112 @@ def area_panel(ctx: AppContext, city: str) -> None:
             st.markdown(f"**{plain(m.city)}** · similarity **{m.score:.3f}** · {len(m.cell_ids)} cells  \n{ind}")
             st.button(f"Go to {plain(m.centre)}", key=f"area-go-{m.city}-{m.anchor}", on_click=select_cell,
                       args=(m.centre, m.city))
+
+
+# ---------------------------------------------------------------------------------
+# the Compare page's matches
+
+
+def matches_in(ctx: AppContext, cell_id: str | None, city: str, k: int = 3) -> list:
+    """The k cells of `city` most like `cell_id` (none without a cell or embeddings)."""
+    if cell_id is None or ctx.vectors is None:
+        return []
+    return similar_cells(ctx, cell_id, k=k, only_city=city)
+
+
+def cell_card(ctx: AppContext, col, cell_id: str, title: str) -> None:
+    """A cell as a card: its tile, the start of its description, its indicators."""
+    ws = ctx.workspace
+    cell = ws.cell(cell_id)
+    col.markdown(f"**{plain(title)}**  \n{plain(cell_id)}")
+    tile = tile_jpeg(ctx, cell_id)
+    if tile is not None:
+        col.image(tile, width="stretch")
+    else:
+        col.info("Imagery unavailable" if ws.image_path(cell_id) is None else "The tile image cannot be read")
+    col.caption(plain(" ".join(split_sentences(cell[ws.text_column()])[:3])) or "no description")
+    col.markdown("  \n".join(f"{plain(s.label)}: {plain(format_value(float(cell[k]), s.unit))}"
+                             for k, s in ws.manifest.indicators.items()))
+
+
+def cross_city_matches(ctx: AppContext, city_a: str, city_b: str, cell_a: str | None, matches: list) -> None:
+    """The look-alikes in city B of the active area in city A (drawn on the Map page), else of the selected cell."""
+    area = st.session_state.get(AREA)
+    if ctx.vectors is None:
+        st.info("Matching cells across cities needs image embeddings from a trained model. "
+                "Train one on the Train page and make it active.")
+        return
+    if area and area.get("city") == city_a:
+        try:
+            s = _summary(ctx, city_a)
+        except UserError as e:
+            st.warning(str(e))
+            return
+        windows = [m for m in s.similar if m.city == city_b]
+        st.caption(f"The area drawn on the Map page: {s.n_cells} cells of {city_a} "
+                   f"({s.window[0]}×{s.window[1]}-cell windows compared).")
+        if not windows:
+            st.info(f"No window of {city_b} is among the most similar areas; see the Map page's area panel.")
+        for m in windows:
+            ind = " · ".join(f"{plain(iv.label)}: {plain(format_value(m.observed[iv.name], iv.unit))}"
+                             for iv in s.indicators)
+            st.markdown(f"**{plain(m.city)}** · similarity **{m.score:.3f}** · {len(m.cell_ids)} cells around "
+                        f"{plain(m.centre)}"
+                        f"  \n{ind}")
+        return
+    if cell_a is None:
+        st.info(f"Click a cell on the map of {city_a} (or select one on the Map page, or draw an area there) "
+                f"to see the cells of {city_b} that look most like it.")
+        return
+    cols = st.columns(1 + max(1, len(matches)))
+    cell_card(ctx, cols[0], cell_a, city_a)
+    for col, m in zip(cols[1:], matches):
+        cell_card(ctx, col, m.cell_id, f"{city_b} · similarity {m.score:.3f}")
+    if not matches:
+        cols[1].info(f"No embedded cells in {city_b}.")
+
+
+def best_match_scatter(ctx: AppContext, city_a: str, city_b: str, indicator: str) -> None:
+    """Every cell of A against its best match in B for one indicator, with the correlation when it is defined."""
+    import plotly.express as px
+
+    spec = ctx.workspace.manifest.indicators[indicator]
+    with st.expander(f"Every cell of {city_a} and its best match in {city_b}"):
+        try:
+            df = best_matches(ctx, city_a, city_b)
+        except UserError as e:
+            st.info(str(e))
+            return
+        pairs = matched_pairs(df, indicator)
+        fig = px.scatter(pairs.frame, x="a_raw", y="b_raw", color="score", hover_data=["cell_a", "cell_b"],
+                         log_x=True, log_y=True,
+                         labels={"a_raw": f"{city_a} ({spec.unit}, log axis)", "b_raw": f"best match in {city_b} ({spec.unit})"},
+                         title=f"{spec.label} of matched pairs ({pairs.correlation_text}, on log1p values; "
+                               "cells at 0 are off the log axes)")
+        st.plotly_chart(fig, width="stretch")
+        if pairs.correlation is None:
+            st.caption("The correlation is undefined here: fewer than 3 pairs have both values known, or one "
+                       "side is constant.")
+        st.dataframe(df.head(50), width="stretch", hide_index=True)
+
+
+def transfer_reports() -> None:
+    """The transfer heatmaps (train on one city, test on another) of the newest reports."""
+    import plotly.express as px
+
+    st.subheader("Transfer (train on one city, test on another)")
+    reports = find_transfer_reports()
+    if not reports:
+        st.caption("No transfer report yet: run a comparison on the Train page; its transfer*.json/csv appears here.")
+        return
+    rep = st.selectbox("Report", reports, format_func=lambda p: str(p.relative_to(p.parents[1])), key="cmp_rep")
+    try:
+        mats = load_transfer(rep)
+    except UserError as e:
+        st.warning(str(e))
+        mats = {}
+    cols = st.columns(max(1, len(mats)))
+    for col, (name, mat) in zip(cols, mats.items()):
+        fig = px.imshow(mat.astype(float), text_auto=".2f", color_continuous_scale="Viridis",
+                        labels={"x": "test city", "y": "train city", "color": "R²"}, title=f"{name} R²")
+        col.plotly_chart(fig, width="stretch")

@@ -1,4 +1,5 @@
-"""Cross-city comparison: best matches between two cities and transfer reports.
+"""Cross-city comparison: city totals and distributions, best matches between two cities,
+transfer reports.
 
 Matching uses the cached image embeddings (cosine via the SimilarityIndex), so
 comparing all cells of a city is one matrix product, not a re-embedding.
@@ -16,6 +17,54 @@ import pandas as pd
 from urbanclip import paths
 from urbanclip.errors import UserError
 from urbanclip.services.context import AppContext
+
+
+def city_totals(ctx: AppContext, cities: list[str]) -> pd.DataFrame:
+    """One row per indicator (its manifest aggregation: sum or mean over cells), one column per
+    city, observed and (when a model predicts) predicted, in the indicator's own unit."""
+    from urbanclip.services.area import area_km2, indicator_totals
+    from urbanclip.services.profile import format_value
+
+    ws = ctx.workspace
+    rows: dict[str, dict[str, str]] = {}
+    for city in cities:
+        ids = list(ws.city_cells(city)["cell_id"])
+        rows.setdefault("Cells", {})[city] = f"{len(ids):,} ({area_km2(ws, ids):,.0f} km²)"
+        for iv in indicator_totals(ctx, ids):
+            label = f"{iv.label} ({iv.aggregation}), observed"
+            rows.setdefault(label, {})[city] = (f"{format_value(iv.observed, iv.unit)}"
+                                                + ("" if iv.observed_cells == len(ids) else
+                                                   f" ({iv.observed_cells:,} cells known)"))
+            if iv.predicted is not None:
+                rows.setdefault(f"{iv.label} ({iv.aggregation}), predicted", {})[city] = format_value(iv.predicted, iv.unit)
+    return pd.DataFrame(rows).T[cities]
+
+
+def distribution(ctx: AppContext, cities: list[str], indicator: str, bins: int = 12) -> pd.DataFrame:
+    """Share of each city's cells per bin of `indicator` (observed), bins even on the log1p scale,
+    labelled in the indicator's unit. Columns: bin (label), city, share (%), lower (raw lower edge)."""
+    from urbanclip.data.indicators import to_model_scale
+    from urbanclip.services.profile import format_value
+
+    ws = ctx.workspace
+    if indicator not in ws.manifest.indicators:
+        raise UserError(f"indicator {indicator!r} is not in this workspace; it has {ws.indicator_names}")
+    unit = ws.manifest.indicators[indicator].unit
+    vals = {c: to_model_scale(ws.city_cells(c)[indicator].to_numpy(dtype=np.float64)) for c in cities}
+    known = np.concatenate([v[np.isfinite(v)] for v in vals.values()]) if vals else np.array([])
+    if known.size == 0:
+        return pd.DataFrame(columns=["bin", "city", "share", "lower"])
+    edges = np.linspace(float(known.min()), float(known.max()) + 1e-9, bins + 1)
+    labels = [f"{format_value(np.expm1(a), unit, with_unit=False)}–{format_value(np.expm1(b), unit, with_unit=False)}"
+              for a, b in zip(edges[:-1], edges[1:])]
+    out = []
+    for c, v in vals.items():
+        v = v[np.isfinite(v)]
+        counts, _ = np.histogram(v, bins=edges)
+        share = 100.0 * counts / max(1, len(v))
+        out += [{"bin": lab, "city": c, "share": float(s), "lower": float(np.expm1(a))}
+                for lab, s, a in zip(labels, share, edges[:-1])]
+    return pd.DataFrame(out)
 
 
 def best_matches(ctx: AppContext, city_a: str, city_b: str) -> pd.DataFrame:
@@ -42,7 +91,7 @@ def best_matches(ctx: AppContext, city_a: str, city_b: str) -> pd.DataFrame:
 class MatchedPairs:
     """One indicator of best-matched pairs on the log1p scale, with their correlation when it is defined."""
 
-    frame: pd.DataFrame           # columns a, b (log1p values), score, cell_a, cell_b
+    frame: pd.DataFrame           # columns a, b (log1p values), a_raw, b_raw, score, cell_a, cell_b
     correlation: float | None     # Pearson r; None with < 3 known pairs or a constant side
 
     @property
@@ -52,13 +101,21 @@ class MatchedPairs:
 
 def matched_pairs(df: pd.DataFrame, indicator: str) -> MatchedPairs:
     """The scatter of `best_matches` output for one indicator."""
-    a, b = np.log1p(df[f"{indicator}_a"].astype(float)), np.log1p(df[f"{indicator}_b"].astype(float))
-    frame = pd.DataFrame({"a": a, "b": b, "score": df["score"], "cell_a": df["cell_a"], "cell_b": df["cell_b"]})
-    ok = np.isfinite(a) & np.isfinite(b)
+    raw_a, raw_b = df[f"{indicator}_a"].astype(float), df[f"{indicator}_b"].astype(float)
+    a, b = np.log1p(raw_a), np.log1p(raw_b)
+    frame = pd.DataFrame({"a": a, "b": b, "a_raw": raw_a, "b_raw": raw_b, "score": df["score"],
+                          "cell_a": df["cell_a"], "cell_b": df["cell_b"]})
+    x, y = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
     r = None
-    if ok.sum() > 2 and a[ok].std() > 0 and b[ok].std() > 0:
-        r = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    if ok.sum() > 2 and _varies(x[ok]) and _varies(y[ok]):
+        r = float(np.corrcoef(x[ok], y[ok])[0, 1])
     return MatchedPairs(frame, r)
+
+
+def _varies(v: np.ndarray) -> bool:
+    """Not constant, beyond floating-point noise (a constant column's std can come out as 1e-16)."""
+    return float(np.ptp(v)) > 1e-9 * max(1.0, float(np.abs(v).max()))
 
 
 def find_transfer_reports(root: Path | None = None) -> list[Path]:

@@ -117,6 +117,7 @@ class AppContext:
     _row: dict[str, int] = field(default_factory=dict, repr=False)
     _generated: dict[str, str] = field(default_factory=dict, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)  # per-context caches of the services (map arrays)
 
     @property
     def fingerprint(self) -> str:
@@ -145,6 +146,42 @@ class AppContext:
     @property
     def has_intervals(self) -> bool:
         return bool(self.intervals)
+
+
+INTERACTIVE_THREADS_ENV = "URBANCLIP_APP_THREADS"
+
+
+def use_interactive_threads() -> int:
+    """One torch thread for the app's per-click inference (generation, grounding, text search).
+
+    A click runs one small forward pass; spreading it over several OpenMP threads on a
+    shared machine made it 10-60x slower (measured on 2 busy cores: 1-10 s with 2 threads,
+    0.1-0.2 s with 1), and concurrent sessions already run on their own threads.
+    $URBANCLIP_APP_THREADS overrides it. Returns the number set (0 without torch).
+    """
+    try:
+        import torch
+    except ImportError:
+        return 0
+    n = max(1, int(os.environ.get(INTERACTIVE_THREADS_ENV, "1")))
+    torch.set_num_threads(n)
+    return n
+
+
+def freeze_long_lived() -> None:
+    """Move every object alive now (the loaded context, torch, geopandas, ...) out of the garbage
+    collector's reach.
+
+    Streamlit runs a full collection after every script run (`runner.postScriptGC`); with the
+    context loaded that walked ~500,000 objects and held the GIL for 0.5-0.9 s on this
+    machine, while the panel's last messages waited to be sent. Frozen objects are never
+    collected, which is what a context that lives as long as the process needs; call it
+    after loading one (`gc.unfreeze()` first when replacing one).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def load_context(root: Path | None = None, model_path: Path | None | str = "active",

@@ -78,6 +78,13 @@ class SearchResult:
     ranked: list[Hit] = field(default_factory=list)
     method: str = ""                              # 'semantic' | 'keyword' for free text
 
+    @property
+    def found(self) -> str:
+        """What kind of thing the search found, as the page says it."""
+        if self.kind == "text":
+            return "Semantic match" if self.method == "semantic" else "Keyword match"
+        return {"cell": "Cell", "city": "City", "place": "Place", "latlon": "Coordinates"}.get(self.kind, "Nothing found")
+
 
 def accepted_forms(ctx: AppContext) -> str:
     ws = ctx.workspace

@@ -83,6 +83,37 @@ class CellProfile:
                 "calibrated on held-out cells).")
 
 
+JPEG_MEMO = 512  # tiles kept as JPEG bytes per context
+
+
+def tile_jpeg(ctx: AppContext, cell_id: str, size: int | None = None, quality: int = 85) -> bytes | None:
+    """The cell's tile as JPEG bytes (resized to size x size when given), memoised per context.
+
+    What the panel sends the browser: a few kB instead of the tile file (a 128 px demo PNG is
+    30 kB). None when the cell has no imagery or its file cannot be read.
+    """
+    import io
+    from collections import OrderedDict
+
+    memo = ctx.memo.setdefault("tile_jpeg", OrderedDict())
+    key = (cell_id, size, quality)
+    if key in memo:
+        return memo[key]
+    try:
+        img = ctx.workspace.load_image(cell_id, size=size)
+    except UserError:
+        img = None
+    data = None
+    if img is not None:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        data = buf.getvalue()
+    memo[key] = data
+    while len(memo) > JPEG_MEMO:
+        memo.popitem(last=False)
+    return data
+
+
 def _observed(ctx: AppContext, cell) -> dict[str, float]:
     return {k: float(cell[k]) for k in ctx.workspace.indicator_names}
 
@@ -118,8 +149,7 @@ def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
     if vec is None or not sentences:
         return None
     city = str(ctx.workspace.cell(cell_id)["city"])
-    city_of = dict(zip(ctx.workspace.cells["cell_id"], ctx.workspace.cells["city"]))
-    same_city = np.flatnonzero(np.asarray([city_of.get(c) == city for c in ctx.cell_ids]))
+    same_city = np.flatnonzero(embedded_cities(ctx) == city)
     rows = reference_rows(same_city, city, cfg)
     rows = rows[np.asarray([ctx.cell_ids[r] != cell_id for r in rows], dtype=bool)]
     if len(rows) < MIN_GROUNDING_REFERENCE:
@@ -147,6 +177,15 @@ def suspect_note(ws, name: str, cell) -> str:
         return ""
     return (f"observed {info['value']:,.0f} is held by {info['cells']:,} cells: probably a cap or fill value of "
             "the source, not a measurement")
+
+
+def embedded_cities(ctx: AppContext) -> np.ndarray:
+    """The city of each embedded cell (rows of ctx.vectors), computed once per context."""
+    arr = ctx.memo.get("embedded_cities")
+    if arr is None or len(arr) != len(ctx.cell_ids):
+        city_of = dict(zip(ctx.workspace.cells["cell_id"], ctx.workspace.cells["city"]))
+        arr = ctx.memo["embedded_cities"] = np.asarray([city_of.get(c) for c in ctx.cell_ids], dtype=object)
+    return arr
 
 
 def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,
@@ -244,6 +283,31 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
         indicator_note=indicator_note, image_problem=image_problem)
 
 
+@dataclass
+class GeneratedDescription:
+    """The model's description of a cell's tile, or why there is none, and how well it is grounded."""
+
+    text: str | None
+    note: str
+    grounding: DescriptionGrounding | None = None
+
+
+def describe_cell(ctx: AppContext, cell_id: str) -> GeneratedDescription:
+    """Generate (memoised) and ground the description of one tile: the slow part of a click,
+    so the panel draws everything else first and this last."""
+    if ctx.workspace.image_path(cell_id) is None:
+        return GeneratedDescription(None, "Imagery is unavailable for this cell, so the model cannot describe it.")
+    if not ctx.has_model:
+        return GeneratedDescription(None, "No model loaded: train one on the Train page to get generated descriptions.")
+    try:
+        text = generate_description(ctx, cell_id)
+    except UserError as e:
+        return GeneratedDescription(None, str(e))
+    from urbanclip.text.captioners import split_generated
+
+    return GeneratedDescription(text, "", description_grounding(ctx, cell_id, split_generated(text)))
+
+
 def indicator_table(prof: CellProfile) -> pd.DataFrame:
     """The panel's indicator table: one row per indicator, predicted (with interval) beside observed,
     and a Note column when a value is missing for a reason or looks capped."""
@@ -262,17 +326,43 @@ def format_prediction(iv: IndicatorValue) -> str:
     if iv.predicted is None or iv.lower is None or iv.upper is None:
         return text
     level = f"{iv.level:.0%}" if iv.level else "interval"
-    return f"{text} ({level}: {format_value(iv.lower, '')}–{format_value(iv.upper, '')})"
+    return f"{text} ({level}: {format_value(iv.lower, iv.unit, with_unit=False)}–{format_value(iv.upper, iv.unit, with_unit=False)})"
 
 
-def format_value(value: float | None, unit: str) -> str:
-    """Human-readable indicator value with unit ('—' when unknown)."""
+SCALE_WORDS = (("trillion", 1e12), ("billion", 1e9), ("million", 1e6), ("thousand", 1e3))
+
+
+def split_unit(unit: str) -> tuple[float, str]:
+    """'million yuan' -> (1e6, 'yuan'); 'persons' -> (1, 'persons'): a scale word in a unit is a multiplier."""
+    head, _, rest = (unit or "").strip().partition(" ")
+    factor = dict(SCALE_WORDS).get(head.lower())
+    return (factor, rest.strip()) if factor and rest.strip() else (1.0, (unit or "").strip())
+
+
+def format_value(value: float | None, unit: str, with_unit: bool = True) -> str:
+    """An indicator value as a reader says it, in the indicator's own unit ('—' when unknown).
+
+    The unit's scale word is folded into the number, so 2,860 'million yuan' reads
+    '2.86 billion yuan' (never '2.86 M million yuan'); 12345.4 persons reads '12,345 persons',
+    1 person reads '1 person'; below 100, three significant digits ('7.69', '0.0123').
+    """
     if value is None or not np.isfinite(value):
         return "—"
-    if abs(value) >= 1e6:
-        s = f"{value / 1e6:,.2f} M"
-    elif abs(value) >= 100:
-        s = f"{value:,.0f}"
+    factor, base = split_unit(unit)
+    v = float(value) * factor
+    a = abs(v)
+    word = next(((w, f) for w, f in SCALE_WORDS[:3] if a >= f), None)
+    if word is not None:
+        x = v / word[1]
+        s = f"{x:,.0f} {word[0]}" if abs(x) >= 1000 else f"{x:.3g} {word[0]}"
+    elif a >= 100:
+        s = f"{v:,.0f}"
     else:
-        s = f"{value:.3g}"  # three significant digits: 85, 7.69, 0.0123
-    return f"{s} {unit}".strip()
+        s = f"{v:.3g}" if v else "0"
+    if not with_unit or not base:
+        return s
+    if s in ("1", "-1"):
+        first, _, rest = base.partition(" ")
+        if len(first) > 2 and first.endswith("s") and not first.endswith("ss"):
+            base = (first[:-1] + " " + rest).strip()  # 'persons' -> 'person'
+    return f"{s} {base}"
