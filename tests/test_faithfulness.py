@@ -109,7 +109,7 @@ def test_assess_generated_and_column_and_report(tiny_workspace_copy, model, tmp_
     ws = Workspace.load(tiny_workspace_copy)
     city = ws.cities[1]
     cfg = GroundingConfig(n_reference=16)
-    live = assess(model, ws, city, "generated", cfg, max_len=6, max_cells=5)  # an untrained model: often junk
+    live = assess(model, ws, city, "generated", cfg, max_cells=5)  # an untrained model: often junk
     assert live.cells + live.empty_captions == 5
     caps = ["A park. Trees.", "a park.  trees", "Dense housing.", "A river. A bridge.", "\ufffd\ufffd"]
     gen = assess(model, ws, city, "generated", cfg, max_cells=5, captions=caps)
@@ -137,7 +137,7 @@ def test_faithfulness_command(tiny_workspace_copy, ckpt, tmp_path, capsys):
     ws = Workspace.load(tiny_workspace_copy)
     out = tmp_path / "faith"
     rc = main(["faithfulness", "-w", str(tiny_workspace_copy), "-c", str(ckpt), "--city", ws.cities[0],
-               "--source", "generated,text_raw", "--max-cells", "4", "--max-len", "5", "--n-reference", "8",
+               "--source", "generated,text_raw", "--max-cells", "4", "--max-len", "23", "--n-reference", "8",
                "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out

@@ -134,7 +134,7 @@ def model_config_of(ckpt: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise UserError(f"checkpoint {where} has model config field(s) {unknown} this urbanclip does not know; "
                         "it was written by a newer version")
-    return ModelConfig(**data)
+    return ModelConfig(**{**ModelConfig.LEGACY, **data})
 
 
 def check_compatible(ckpt: dict[str, Any], model_cfg: ModelConfig) -> None:

@@ -11,11 +11,11 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from urbanclip.errors import UserError
 
-TEXT_SAMPLING = ("sentence", "full")
+TEXT_SAMPLING = ("sentence", "full", "topics")
 
 
 @dataclass
@@ -36,6 +36,13 @@ class ModelConfig:
     vocab_size: int = 8000
     context_length: int = 64        # tokens incl. BOS/EOS (the text [CLS] comes on top)
     init_checkpoint: str | None = None  # local timm / open_clip state dict to start the ViT from
+    # open_clip's attentional pooler (unit-scale normed queries, Xavier projections); False = the
+    # degenerate legacy pooler whose queries all returned the same vector (see model.AttentionalPooler)
+    pooler_query_norm: bool = True
+
+    # Fields added after the first checkpoints, with the value that rebuilds those checkpoints'
+    # architecture; `checkpoint.model_config_of` fills them in when a stored config lacks them.
+    LEGACY: ClassVar[dict[str, Any]] = {"pooler_query_norm": False}
 
     @property
     def unimodal_depth(self) -> int:
@@ -63,6 +70,8 @@ class ModelConfig:
             raise UserError(f"{where}: field 'text_depth' must be >= 2 (half unimodal, half multimodal), got {self.text_depth!r}")
         if self.context_length < 3:
             raise UserError(f"{where}: field 'context_length' must be >= 3 (BOS, a token, EOS), got {self.context_length}")
+        if not isinstance(self.pooler_query_norm, bool):
+            raise UserError(f"{where}: field 'pooler_query_norm' must be true or false, got {self.pooler_query_norm!r}")
         if self.vocab_size < 300:
             raise UserError(f"{where}: field 'vocab_size' must be >= 300 (256 byte symbols + special tokens + merges), got {self.vocab_size}")
 
@@ -82,7 +91,8 @@ class TrainConfig:
     lambda_con: float = 1.0         # 0 = ablation "w/o L_con"
     lambda_lm: float = 1.0          # 0 = ablation "w/o L_lm"
     text_column: str | None = None  # None = workspace.text_column() (refined when present)
-    text_sampling: str = "sentence"  # "sentence": one random sentence per step; "full": whole description, truncated
+    text_sampling: str = "sentence"  # "sentence": one random sentence per step; "full": whole description, truncated;
+                                     # "topics": whole description in topic order (refine.topic_order)
     image_only: bool = False        # UrbanViT: no text, image-image (SimCLR) contrast of two views
     checkpoint_every: int = 200     # steps between checkpoints (0 = only at the end)
     max_steps: int | None = None    # stop early after this many steps (smoke tests, budgets)

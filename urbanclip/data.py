@@ -126,14 +126,15 @@ def load_tiles(workspace: Workspace, split: str | None, image_size: int, text_co
 
 
 def pick_texts(sentences: list[list[str]], mode: str, generator: torch.Generator) -> list[str]:
-    """One description per cell: a random sentence ("sentence") or all sentences joined ("full").
+    """One description per cell: a random sentence ("sentence"), all sentences joined ("full"),
+    or all sentences in topic order ("topics", `refine.topic_order`).
 
     "sentence" is the default: the paper keeps one short summary per image, and a
     random sentence per step uses every sentence while keeping each caption short
     enough for the context length.
     """
-    if mode == "full":
-        return [" ".join(s) for s in sentences]
+    if mode in ("full", "topics"):
+        return eval_texts(sentences, mode)
     picks = torch.randint(0, 1 << 30, (len(sentences),), generator=generator).tolist()
     return [s[p % len(s)] if s else "" for s, p in zip(sentences, picks)]
 
@@ -149,3 +150,14 @@ class TileDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.tiles.images[i], i
+
+
+def eval_texts(sentences: list[list[str]], mode: str) -> list[str]:
+    """Deterministic text per cell: the whole description ("full"), in topic order ("topics"),
+    or its first sentence ("sentence")."""
+    if mode == "topics":
+        from urbanclip.refine import topic_order
+
+        return [" ".join(topic_order(s)) for s in sentences]
+    return [" ".join(s) if mode == "full" else (s[0] if s else "") for s in sentences]
+

@@ -290,9 +290,9 @@ def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: 
 # captions of a city
 
 
-def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str], max_len: int = 40,
-                      batch_size: int = 32, strategy: str = "greedy") -> list[str]:
-    """`model.generate` for each cell ("" for cells without imagery)."""
+def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str], max_len: int | None = None,
+                      batch_size: int = 32, strategy: str | None = None) -> list[str]:
+    """`model.generate` for each cell ("" for cells without imagery); None = the decoding default."""
     import torch
 
     from urbanclip.data import eval_transform
@@ -305,7 +305,8 @@ def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str],
         for i in range(0, len(with_image), batch_size):
             ids = with_image[i:i + batch_size]
             x = torch.stack([tf(workspace.load_image(c)) for c in ids])
-            for c, text in zip(ids, model.generate(x, max_len=max_len, strategy=strategy)):
+            opts = {k: v for k, v in (("max_len", max_len), ("strategy", strategy)) if v is not None}
+            for c, text in zip(ids, model.generate(x, **opts)):
                 out[c] = text
     return [out[c] for c in cell_ids]
 
@@ -353,7 +354,7 @@ class FaithfulnessReport:
     synthetic: bool
     config: GroundingConfig
     results: list[SourceFaithfulness]
-    max_len: int = 40
+    max_len: int | None = None     # generated caption length limit (None = the model's context)
     checkpoint_sha256: str = ""   # content hash prefix: which weights the numbers belong to
 
     def to_dict(self) -> dict:
@@ -397,7 +398,7 @@ def _pct(v: float | None) -> str:
 
 
 def assess(model: Any, workspace: Workspace, city: str, source: str = GENERATED,
-           cfg: GroundingConfig | None = None, max_len: int = 40, max_cells: int | None = None,
+           cfg: GroundingConfig | None = None, max_len: int | None = None, max_cells: int | None = None,
            images=None, captions: Sequence[str] | None = None, top: int = 8) -> SourceFaithfulness:
     """The three measures for one city's captions from `source` ("generated" or a text column).
 

@@ -29,7 +29,7 @@ from torch.utils.data import DistributedSampler
 
 from urbanclip import checkpoint as ckptmod
 from urbanclip.config import ModelConfig, TrainConfig, save_config
-from urbanclip.data import TileDataset, TileSet, augment, load_tiles, normalise, pick_texts, step_generator
+from urbanclip.data import TileDataset, TileSet, augment, eval_texts, load_tiles, normalise, pick_texts, step_generator
 from urbanclip.distributed import DistEnv, autocast, barrier, init_distributed, shutdown
 from urbanclip.errors import UserError
 from urbanclip.model import LossOutput, UrbanCLIP
@@ -336,9 +336,6 @@ def _val_losses(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, tokenizer: Urb
     return {k: v / n for k, v in totals.items()}
 
 
-def eval_texts(sentences: list[list[str]], mode: str) -> list[str]:
-    """Deterministic evaluation text per cell: the whole description ("full") or its first sentence."""
-    return [" ".join(s) if mode == "full" else s[0] for s in sentences]
 
 
 def _mentions(text: str, words: list[str]) -> bool:
@@ -379,7 +376,7 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
     if m > 0:
         captions: list[str] = []
         for i in range(0, m, batch_size):
-            captions += model.generate(x[i:min(i + batch_size, m)].to(device), max_len=model.config.context_length - 1)
+            captions += model.generate(x[i:min(i + batch_size, m)].to(device))
         result["n_generated"] = m
         result["examples"] = [{"cell_id": c, "generated": g, "source": s}
                               for c, g, s in zip(val.cell_ids[:5], captions[:5], texts[:5])]

@@ -19,11 +19,12 @@ from urbanclip.errors import UserError
 
 @dataclass
 class UrbanCLIPCaptionerConfig:
-    """Decoding settings for `UrbanCLIP.generate`."""
+    """Decoding settings for `UrbanCLIP.generate`; None = the default of `urbanclip.decoding.DecodeConfig`
+    (beam search, no repeated sentence or n-gram, up to the model's context length)."""
 
     batch_size: int = 16
-    max_new_tokens: int = 40
-    strategy: str = "beam"  # "greedy" | "beam" | "top-p"
+    max_new_tokens: int | None = None
+    strategy: str | None = None  # "beam" | "greedy" | "top-p"
     device: str = "cpu"
 
 
@@ -47,8 +48,20 @@ class UrbanCLIPCaptioner(Captioner):
 
     @property
     def provenance(self) -> str:
-        return (f"urbanclip:{self.path.resolve()}; decoder generate strategy={self.cfg.strategy}, "
-                f"max_len={self.cfg.max_new_tokens}")
+        d = self._decoding()
+        return (f"urbanclip:{self.path.resolve()}; decoder generate strategy={d.strategy}"
+                + (f" (beam {d.beam_size})" if d.strategy == "beam" else "")
+                + f", no_repeat_ngram={d.no_repeat_ngram}, no_repeat_sentence={d.no_repeat_sentence}, "
+                f"max_len={min(d.max_len, self.model.config.context_length - 1)}")
+
+    def _decoding(self):
+        from urbanclip.decoding import DecodeConfig
+
+        opts = {k: v for k, v in (("strategy", self.cfg.strategy), ("max_len", self.cfg.max_new_tokens))
+                if v is not None}
+        cfg = DecodeConfig(**opts)
+        cfg.validate("urbanclip captioner")
+        return cfg
 
     def describe(self, images: list[Image.Image]) -> list[list[str]]:
         import torch
@@ -57,7 +70,6 @@ class UrbanCLIPCaptioner(Captioner):
         for start in range(0, len(images), self.batch_size):
             batch = torch.stack([self.transform(im.convert("RGB")) for im in images[start:start + self.batch_size]])
             with torch.no_grad():
-                texts = self.model.generate(batch.to(self.cfg.device), max_len=self.cfg.max_new_tokens,
-                                            strategy=self.cfg.strategy)
+                texts = self.model.generate(batch.to(self.cfg.device), self._decoding())
             out.extend(split_generated(t) for t in texts)
         return out

@@ -72,8 +72,8 @@ def _observed(ctx: AppContext, cell) -> dict[str, float]:
     return {k: float(cell[k]) for k in ctx.workspace.indicator_names}
 
 
-def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> str:
-    """The model's description of one tile (memoised per cell)."""
+def generate_description(ctx: AppContext, cell_id: str) -> str:
+    """The model's description of one tile (memoised per cell), decoded as `describe` does."""
     if cell_id in ctx._generated:
         return ctx._generated[cell_id]
     import torch
@@ -85,7 +85,7 @@ def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> st
         raise UserError(f"cell {cell_id!r} has no image, so there is nothing to describe")
     x = eval_transform(ctx.model.config.image_size)(img).unsqueeze(0)
     with torch.inference_mode():
-        text = ctx.model.generate(x, max_len=max_len)[0]
+        text = ctx.model.generate(x)[0]
     ctx._generated[cell_id] = text
     return text
 
