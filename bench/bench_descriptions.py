@@ -94,7 +94,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def unverifiable(sentences: list[str]) -> list[str]:
     """Names of the refinement rules (of the unverifiable kinds) that fire on these sentences."""
-    from urbanclip.refine import refine_sentences
+    from urbanclip.text.refine import refine_sentences
 
     _, counts = refine_sentences(sentences)
     return [r for r in UNVERIFIABLE_RULES if counts.fired.get(r, 0)]
@@ -103,7 +103,7 @@ def unverifiable(sentences: list[str]) -> list[str]:
 def describe_all(model_path: Path, ws, cell_ids: list[str], batch_size: int,
                  strategy: str | None = None) -> tuple[list[list[str]], float]:
     """Sentences per cell from the `describe --backend urbanclip` captioner, and seconds taken."""
-    from urbanclip.captioners import make_captioner
+    from urbanclip.text.captioners import make_captioner
 
     opts = {"strategy": strategy} if strategy else {}
     cap = make_captioner("urbanclip", str(model_path), batch_size=batch_size, **opts)
@@ -115,7 +115,7 @@ def describe_all(model_path: Path, ws, cell_ids: list[str], batch_size: int,
 
 
 def score_descriptions(cells, sentences: list[list[str]], source_sentences: set[str]) -> dict:
-    from urbanclip.demo import LANDUSE_KEYWORDS
+    from urbanclip.data.demo import LANDUSE_KEYWORDS
 
     landuse = cells["demo_landuse"].astype(str).tolist()
     water = cells["demo_frac_water"].to_numpy(dtype=float)
@@ -176,7 +176,7 @@ def score_grounding(ctx, cell_ids: list[str], first: list[str], correct: np.ndar
 
 def score_lookalikes(ctx, cells, seed: int = 0) -> dict:
     """Cross-city look-alikes exactly as the Map page shows them (services.profile.similar_cells)."""
-    from urbanclip.indicators import to_model_scale
+    from urbanclip.data.indicators import to_model_scale
     from urbanclip.services.profile import similar_cells
 
     ids = [c for c in cells["cell_id"] if ctx.vector_of(c) is not None]
@@ -231,6 +231,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--strategy", default=None, help="decoding strategy (default: the captioner's default)")
     p.add_argument("--examples", type=int, default=6, help="example descriptions to print")
+    p.add_argument("--save", default=None, metavar="FILE.json",
+                   help="also write every cell's description (sentences) and the result to this file")
     args = p.parse_args()
 
     import torch
@@ -251,7 +253,7 @@ def main() -> None:
         raise UserError(f"could not load {model_path} with embeddings: {ctx.notes}")
     cell_ids = [str(c) for c in cells["cell_id"]]
     sentences, describe_s = describe_all(model_path, ws, cell_ids, args.batch_size, args.strategy)
-    from urbanclip.workspace import split_sentences
+    from urbanclip.data.workspace import split_sentences
 
     source = {sentence_key(s) for col in [c for c in cells.columns if c.startswith("text_")]
               for t in cells[col] if isinstance(t, str) for s in split_sentences(t)}
@@ -293,6 +295,9 @@ def main() -> None:
     for i in sorted(rng.choice(len(cell_ids), size=min(args.examples, len(cell_ids)), replace=False)):
         print(f"  {cell_ids[i]} [{cells['demo_landuse'].iloc[i]}, water {cells['demo_frac_water'].iloc[i]:.0%}]: "
               + " ".join(sentences[i]))
+    if args.save:
+        Path(args.save).write_text(json.dumps({"result": result, "descriptions": dict(zip(cell_ids, sentences))},
+                                              default=float, indent=1), "utf-8")
     print(json.dumps(result, default=float))
 
 

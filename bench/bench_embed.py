@@ -20,16 +20,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from urbanclip.config import demo_config  # noqa: E402
-from urbanclip.data import eval_transform  # noqa: E402
+from urbanclip.model.config import demo_config  # noqa: E402
+from urbanclip.model.transforms import eval_transform  # noqa: E402
 
 
 def load(args):
     if args.model:
-        from urbanclip.checkpoint import load_model
+        from urbanclip.model.checkpoint import load_model
 
         return load_model(args.model)
-    from urbanclip.model import UrbanCLIP
+    from urbanclip.model.model import UrbanCLIP
 
     return UrbanCLIP(demo_config()[0], with_text=False).eval()
 
@@ -60,7 +60,7 @@ def main() -> None:
     tf = eval_transform(size)
     result = {"image_size": size, "batch": args.batch, "threads": args.threads}
     if args.workspace:
-        from urbanclip.workspace import Workspace
+        from urbanclip.data.workspace import Workspace
 
         ws = Workspace.load(args.workspace)
         city = args.city or ws.cities[0]

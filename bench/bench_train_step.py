@@ -27,9 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from urbanclip.config import ModelConfig, demo_config  # noqa: E402
-from urbanclip.model import UrbanCLIP  # noqa: E402
-from urbanclip.tokenizer import UrbanTokenizer  # noqa: E402
+from urbanclip.model.config import ModelConfig, demo_config  # noqa: E402
+from urbanclip.model.losses import CoCaLoss  # noqa: E402
+from urbanclip.model.model import UrbanCLIP  # noqa: E402
+from urbanclip.model.tokenizer import UrbanTokenizer  # noqa: E402
 
 CONFIGS = {
     "demo": lambda: demo_config()[0],
@@ -43,9 +44,10 @@ CONFIGS = {
 def ours(cfg: ModelConfig, vocab: int):
     tok = UrbanTokenizer.train(["a park beside a river", "dense blocks"], vocab_size=min(cfg.vocab_size, 300))
     model = UrbanCLIP(cfg, tok).train()
+    loss_fn = CoCaLoss(pad_id=tok.pad_id)
 
     def step(images, ids, mask):
-        return model.loss(images, ids, mask).total
+        return loss_fn(model(images, ids, mask)).total
     return model, step
 
 

@@ -15,9 +15,9 @@ if str(ROOT) not in sys.path:
 
 from pages._shared import SELECTED, ensure_navigation, get_context, show_notes  # noqa: E402
 from urbanclip.errors import UserError  # noqa: E402
-from urbanclip.services.compare import best_matches, find_transfer_reports, load_transfer  # noqa: E402
+from urbanclip.services.cities import best_matches, find_transfer_reports, load_transfer  # noqa: E402
 from urbanclip.services.profile import format_value, similar_cells  # noqa: E402
-from urbanclip.workspace import split_sentences  # noqa: E402
+from urbanclip.data.workspace import split_sentences  # noqa: E402
 
 ensure_navigation()
 st.title("Compare cities")

@@ -19,7 +19,7 @@ from pages._shared import ensure_navigation  # noqa: E402
 from urbanclip import paths  # noqa: E402
 from urbanclip.errors import UserError  # noqa: E402
 from urbanclip.services import runs  # noqa: E402
-from urbanclip.services.compare import load_transfer  # noqa: E402
+from urbanclip.services.cities import load_transfer  # noqa: E402
 from urbanclip.services.context import active_model_path, workspace_dir  # noqa: E402
 
 ensure_navigation()

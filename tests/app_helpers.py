@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from urbanclip.demo import build_demo
-from urbanclip.search import SimilarityIndex
-from urbanclip.workspace import Workspace
+from urbanclip.data.demo import build_demo
+from urbanclip.search.index import SimilarityIndex
+from urbanclip.data.workspace import Workspace
 
 
 def tiny_workspace(root: Path, n: int = 6, px: int = 32) -> Workspace:
@@ -49,11 +49,11 @@ def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0) -> Path:
     checkpoint file: a real model for grounding/generation plumbing, with no training cost."""
     import torch
 
-    from urbanclip.checkpoint import save_checkpoint
-    from urbanclip.config import tiny_config
-    from urbanclip.model import UrbanCLIP
-    from urbanclip.tokenizer import UrbanTokenizer
-    from urbanclip.workspace import split_sentences
+    from urbanclip.model.checkpoint import save_checkpoint
+    from urbanclip.model.config import tiny_config
+    from urbanclip.model.model import UrbanCLIP
+    from urbanclip.model.tokenizer import UrbanTokenizer
+    from urbanclip.data.workspace import split_sentences
 
     texts = [s for t in ws.cells["text_raw"] for s in split_sentences(t)]
     torch.manual_seed(seed)

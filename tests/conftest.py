@@ -44,7 +44,7 @@ def tiny_workspace_path(tmp_path_factory) -> Path:
 
     Do not modify it; use `tiny_workspace_copy` for a private, writable copy.
     """
-    from urbanclip.demo import build_demo
+    from urbanclip.data.demo import build_demo
 
     root = tmp_path_factory.mktemp("tiny") / "ws"
     build_demo(root, seed=0, n_cities=3, rows=8, cols=8, tile_px=64)

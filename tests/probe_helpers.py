@@ -13,9 +13,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from urbanclip.grid import square_grid
-from urbanclip.indicators import STANDARD
-from urbanclip.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
+from urbanclip.data.grid import square_grid
+from urbanclip.data.indicators import STANDARD
+from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
 
 
 def build_signal_workspace(root: Path, n: int = 8, cities: tuple[str, ...] = ("Alpha", "Beta"), px: int = 32,

@@ -39,7 +39,7 @@ def env(ws_root, monkeypatch):
 @pytest.fixture
 def with_embeddings(env, monkeypatch):
     """Pages get a context with pixel embeddings (test scaffold for the similarity plumbing)."""
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     ctx = pixel_context(Workspace.load(env))
     monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
@@ -47,7 +47,7 @@ def with_embeddings(env, monkeypatch):
 
 
 def workspace_cities(root: Path) -> list[str]:
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     return list(Workspace.load(root).cities)
 
@@ -109,7 +109,7 @@ def test_compare_page_without_and_with_embeddings(env, monkeypatch):
     at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=TIMEOUT).run()
     # no model: look-alikes fall back to the training-free PCA embedding, and the page says so
     assert not at.exception and "'pca' baseline image embedding" in _text(at)
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     ctx = pixel_context(Workspace.load(env))
     monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
@@ -163,7 +163,7 @@ def test_train_page_refuses_busy_output_folder(env):
 
 
 def test_map_page_with_predictions_offers_predicted_layers(env, monkeypatch):
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     ctx = pixel_context(Workspace.load(env))
     ctx.predictions = {k: ctx.workspace.cells[k].to_numpy() * 1.5 for k in ctx.workspace.indicator_names}

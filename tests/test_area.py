@@ -12,10 +12,10 @@ from shapely.geometry import Point, box, mapping
 
 from app_helpers import pixel_context
 from urbanclip.errors import UserError
-from urbanclip.search import grid_windows
+from urbanclip.search.index import grid_windows
 from urbanclip.services.area import (area_from_cells, area_from_polygon, cells_in_polygon, combined_description,
                                      parse_geometry, read_map_event)
-from urbanclip.workspace import Workspace, split_sentences
+from urbanclip.data.workspace import Workspace, split_sentences
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,8 +169,8 @@ def test_combined_description_counts_sentences_per_cell(ctx):
 
 def test_combined_description_keeps_grounded_sentences_with_a_model(tiny_workspace_path, tmp_path):
     from app_helpers import tiny_checkpoint
-    from urbanclip.checkpoint import load_model
-    from urbanclip.faithfulness import image_embeddings
+    from urbanclip.model.checkpoint import load_model
+    from urbanclip.text.faithfulness import image_embeddings
     from urbanclip.services.context import AppContext
 
     ws = Workspace.load(tiny_workspace_path)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from probe_helpers import build_signal_workspace
 
-from urbanclip.baselines.common import BaselineConfig, distant_sampler, grid_neighbours, text_neighbours, train_pairs
-from urbanclip.encoders import BASELINE_NAMES, make_encoder, parse_opts
+from urbanclip.evaluation.baselines.common import BaselineConfig, distant_sampler, grid_neighbours, text_neighbours, train_pairs
+from urbanclip.evaluation.encoders import BASELINE_NAMES, make_encoder, parse_opts
 from urbanclip.errors import UserError
 
 SMALL = {"epochs": 1, "image_size": 32, "batch_size": 16, "width": 8, "dim": 16}
@@ -79,7 +79,7 @@ def test_text_neighbours_pick_similar_descriptions():
 
 
 def test_contrastive_training_lowers_its_loss():
-    from urbanclip.probe import single_thread
+    from urbanclip.evaluation.probe import single_thread
 
     # two visually distinct groups; positives = same group
     x = torch.cat([torch.rand(32, 3, 32, 32) * 0.2, 0.8 + torch.rand(32, 3, 32, 32) * 0.2])
@@ -94,8 +94,8 @@ def test_contrastive_training_lowers_its_loss():
 
 
 def test_baseline_probe_beats_noise_on_signal_workspace(ws):
-    from urbanclip.embeddings import cached_embeddings
-    from urbanclip.probe import ProbeConfig, fit_probes
+    from urbanclip.data.embeddings import cached_embeddings
+    from urbanclip.evaluation.probe import ProbeConfig, fit_probes
 
     t = cached_embeddings(ws, make_encoder("pca", ws))
     r2 = fit_probes(ws, t, "population", ProbeConfig(hidden=(32,), seeds=(0,), min_train=5)).summary()["population"]["R2"]["mean"]

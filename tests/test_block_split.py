@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from urbanclip.errors import UserError
-from urbanclip.probe import ProbeConfig, fit_probes
-from urbanclip.splits import (SPLITS, block_ids, block_split, parse_splits, split_column, store_block_split)
-from urbanclip.workspace import Workspace
+from urbanclip.evaluation.probe import ProbeConfig, fit_probes
+from urbanclip.data.splits import (SPLITS, block_ids, block_split, parse_splits, split_column, store_block_split)
+from urbanclip.data.workspace import Workspace
 
 FAST = ProbeConfig(hidden=(16,), max_epochs=40, patience=8, seeds=(0,), ensemble=2, min_train=5)
 
@@ -98,7 +98,7 @@ def test_stored_in_the_workspace_and_reused(tiny_workspace_copy):
 
 
 def _table(ws, seed=0):
-    from urbanclip.embeddings import EmbeddingTable
+    from urbanclip.data.embeddings import EmbeddingTable
 
     rng = np.random.default_rng(seed)
     y = np.nan_to_num(ws.log_targets("population"))
@@ -153,7 +153,7 @@ def test_cli_probe_reports_both_splits(tiny_workspace_copy, tmp_path, capsys):
 
 
 def test_comparison_rows_per_split(tiny_workspace_copy, tmp_path):
-    from urbanclip.compare import CompareConfig, beats, run_comparison
+    from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison
 
     ws = Workspace.load(tiny_workspace_copy)
     cfg = CompareConfig(methods=("pca",), indicators="carbon", probe=FAST, splits=("random", "block"), block_size=4)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from shapely.geometry import box
 
-from urbanclip.captioners import make_captioner, split_generated
+from urbanclip.text.captioners import make_captioner, split_generated
 from urbanclip.errors import UserError
 
 
@@ -95,7 +95,7 @@ def test_hf_backend_bad_paths(tmp_path, tiny_hf):
 
 
 def test_urbanclip_backend_missing_run(tmp_path):
-    pytest.importorskip("urbanclip.checkpoint")
+    pytest.importorskip("urbanclip.model.checkpoint")
     with pytest.raises(UserError):
         make_captioner("urbanclip", str(tmp_path / "no-run"))
 
@@ -105,8 +105,8 @@ def test_urbanclip_backend_missing_run(tmp_path):
 
 
 def _image_workspace(root: Path, n: int = 7, with_text: tuple[int, ...] = (0,)):
-    from urbanclip.indicators import STANDARD
-    from urbanclip.workspace import Manifest, WorkspaceBuilder
+    from urbanclip.data.indicators import STANDARD
+    from urbanclip.data.workspace import Manifest, WorkspaceBuilder
 
     rows = []
     with WorkspaceBuilder(root) as b:
@@ -137,7 +137,7 @@ class Counting:
 
 def test_describe_only_missing_resumes_after_interrupt(tmp_path, tiny_hf):
     from urbanclip.commands.describe import describe_workspace
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     _image_workspace(tmp_path / "ws")
     inner = make_captioner("hf", str(tiny_hf), batch_size=4, max_new_tokens=6)
@@ -166,7 +166,7 @@ def test_describe_only_missing_resumes_after_interrupt(tmp_path, tiny_hf):
 
 def test_describe_command_bad_images_are_flagged_not_fatal(tmp_path, tiny_hf, capsys):
     from urbanclip.cli import main
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     ws = _image_workspace(tmp_path / "ws", n=4)
     (ws.root / ws.cells["image"].iloc[1]).write_bytes(b"not an image at all")
@@ -174,7 +174,7 @@ def test_describe_command_bad_images_are_flagged_not_fatal(tmp_path, tiny_hf, ca
     rc = main(["describe", "--workspace", str(ws.root), "--backend", "hf", "--model", str(tiny_hf),
                "--batch-size", "2", "--max-new-tokens", "5", "--chunk-size", "2", "--out", str(tmp_path / "run")])
     assert rc == 0
-    from urbanclip.progress import read_events
+    from urbanclip.events import read_events
 
     events = read_events(tmp_path / "run")
     assert [e["event"] for e in events] == ["start", "step", "step", "end"]
@@ -200,13 +200,13 @@ def test_describe_command_bad_model_path(tmp_path, capsys):
 
 
 def test_urbanclip_backend_end_to_end(tmp_path):
-    pytest.importorskip("urbanclip.checkpoint")
+    pytest.importorskip("urbanclip.model.checkpoint")
     import torch
 
-    from urbanclip.checkpoint import save_checkpoint
-    from urbanclip.config import ModelConfig
-    from urbanclip.model import UrbanCLIP
-    from urbanclip.tokenizer import UrbanTokenizer
+    from urbanclip.model.checkpoint import save_checkpoint
+    from urbanclip.model.config import ModelConfig
+    from urbanclip.model.model import UrbanCLIP
+    from urbanclip.model.tokenizer import UrbanTokenizer
 
     texts = ["Dense residential blocks beside a road.", "A park with trees and a pond.",
              "Factories and warehouses along a railway."] * 5

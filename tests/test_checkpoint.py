@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from urbanclip.checkpoint import (MODEL_FILE, TRAIN_STATE_FILE, check_compatible, export_for_inference,
+from urbanclip.model.checkpoint import (MODEL_FILE, TRAIN_STATE_FILE, check_compatible, export_for_inference,
                                   load_model, read_checkpoint, save_checkpoint)
-from urbanclip.config import ModelConfig, TrainConfig, demo_config, load_config, save_config, tiny_config
+from urbanclip.model.config import ModelConfig, TrainConfig, demo_config, load_config, save_config, tiny_config
 from urbanclip.errors import UserError
-from urbanclip.model import UrbanCLIP
-from urbanclip.tokenizer import UrbanTokenizer
+from urbanclip.model.model import UrbanCLIP
+from urbanclip.model.tokenizer import UrbanTokenizer
 
 TEXTS = ["a green park with trees.", "grey industrial warehouses.", "a wide river with water."] * 3
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from probe_helpers import build_signal_workspace
 
-from urbanclip.compare import CompareConfig, beats, run_comparison
+from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison
 from urbanclip.errors import UserError
-from urbanclip.probe import ProbeConfig
-from urbanclip.reports import read_table2
+from urbanclip.evaluation.probe import ProbeConfig
+from urbanclip.evaluation.reports import read_table2
 
 PROBE = ProbeConfig(hidden=(16,), max_epochs=60, patience=8, seeds=(0, 1), min_train=5)
 BUDGET = {"epochs": 1, "image_size": 32, "batch_size": 16, "width": 8, "dim": 16}
@@ -48,7 +48,7 @@ def test_unknown_method_and_bad_run_are_refused():
 
 
 def test_model_methods_pretrain_then_reuse(ws, tmp_path):
-    pytest.importorskip("urbanclip.train")
+    pytest.importorskip("urbanclip.training.train")
     cfg = CompareConfig(methods=("urbanvit", "urbanclip"), indicators="population", probe=PROBE,
                         model_config="tiny", train_overrides={"max_steps": 2})
     rows, _ = run_comparison(ws, tmp_path / "cmp", cfg)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from probe_helpers import build_signal_workspace
 
-from urbanclip.compare import CompareConfig, run_comparison
-from urbanclip.probe import ProbeConfig
+from urbanclip.evaluation.comparison import CompareConfig, run_comparison
+from urbanclip.evaluation.probe import ProbeConfig
 
 PROBE = ProbeConfig(hidden=(16,), max_epochs=30, patience=5, seeds=(0,), min_train=5)
 
 
 def test_identical_training_config_is_trained_once(tmp_path):
-    pytest.importorskip("urbanclip.train")
+    pytest.importorskip("urbanclip.training.train")
     ws = build_signal_workspace(tmp_path / "ws", n=6)
     assert "text_refined" not in ws.cells.columns
     cfg = CompareConfig(methods=("urbanclip-raw-text", "urbanclip-no-lm", "urbanclip"), indicators="population",

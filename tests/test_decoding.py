@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from urbanclip.decoding import Constraints, DecodeConfig, beam_search, decode, sample, tidy
+from urbanclip.model.decoding import Constraints, DecodeConfig, beam_search, decode, sample, tidy
 from urbanclip.errors import UserError
 
 # a toy vocabulary: 0 pad, 1 bos, 2 eos, 3 cls, then words

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 from urbanclip.cli import main
-from urbanclip.demo import LANDUSE_CLASSES, LANDUSE_KEYWORDS, build_demo
-from urbanclip.demo.build import file_digest
-from urbanclip.demo.captions import is_noise_sentence
-from urbanclip.demo.landuse import PROFILES, make_field
-from urbanclip.demo.render import cell_stats, render_city
+from urbanclip.data.demo import LANDUSE_CLASSES, LANDUSE_KEYWORDS, build_demo
+from urbanclip.data.demo.build import file_digest
+from urbanclip.data.demo.captions import is_noise_sentence
+from urbanclip.data.demo.landuse import PROFILES, make_field
+from urbanclip.data.demo.render import cell_stats, render_city
 from urbanclip.errors import UserError
-from urbanclip.workspace import Workspace, split_sentences
+from urbanclip.data.workspace import Workspace, split_sentences
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from probe_helpers import build_signal_workspace
 
-from urbanclip.embeddings import EmbeddingTable, cache_paths, cached_embeddings
+from urbanclip.data.embeddings import EmbeddingTable, cache_paths, cached_embeddings
 from urbanclip.errors import UserError
-from urbanclip.workspace import Workspace
+from urbanclip.data.workspace import Workspace
 
 
 class CountingEncoder:
@@ -94,9 +94,9 @@ def test_table_rows_and_subset():
 
 
 def test_model_encoder_embeds_with_the_models_transform(ws, tmp_path):
-    from urbanclip.config import tiny_config
-    from urbanclip.encoders import ModelImageEncoder, make_encoder
-    from urbanclip.model import UrbanCLIP
+    from urbanclip.model.config import tiny_config
+    from urbanclip.evaluation.encoders import ModelImageEncoder, make_encoder
+    from urbanclip.model.model import UrbanCLIP
 
     model = UrbanCLIP(tiny_config()[0], None, with_text=False).eval()
     run = tmp_path / "run"

@@ -11,7 +11,7 @@ from app_helpers import pixel_context
 from urbanclip.errors import UserError
 from urbanclip.services.export import (FORMATS, cells_frame, export_cells, export_report, file_name,
                                        format_from_path, write_cells)
-from urbanclip.workspace import Workspace
+from urbanclip.data.workspace import Workspace
 
 
 @pytest.fixture(scope="module")

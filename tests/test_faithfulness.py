@@ -13,10 +13,10 @@ import pytest
 from app_helpers import tiny_checkpoint
 from urbanclip.cli import main
 from urbanclip.errors import UserError
-from urbanclip.faithfulness import (FaithfulnessReport, GroundingConfig, assess, distinct_ratio, ground_sentences,
+from urbanclip.text.faithfulness import (FaithfulnessReport, GroundingConfig, assess, distinct_ratio, ground_sentences,
                                     grounding_scores, image_embeddings, mean_pairwise_similarity, write_report)
-from urbanclip.refine import drop_ungrounded
-from urbanclip.workspace import Workspace, split_sentences
+from urbanclip.text.refine import drop_ungrounded
+from urbanclip.data.workspace import Workspace, split_sentences
 
 # ---------------------------------------------------------------------------------
 # diversity
@@ -83,7 +83,7 @@ def ckpt(tiny_workspace_path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(ckpt):
-    from urbanclip.checkpoint import load_model
+    from urbanclip.model.checkpoint import load_model
 
     return load_model(ckpt)
 
@@ -202,7 +202,7 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     from streamlit.testing.v1 import AppTest
 
     from app_helpers import pixel_context
-    from urbanclip.faithfulness import DescriptionGrounding
+    from urbanclip.text.faithfulness import DescriptionGrounding
 
     repo = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(repo))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from urbanclip.baselines.imagenet_cnn import FEATURES, ImageNetCNNConfig, ImageNetCNNEncoder, build_model
-from urbanclip.encoders import BASELINE_NAMES, make_encoder
+from urbanclip.evaluation.baselines.imagenet_cnn import FEATURES, ImageNetCNNConfig, ImageNetCNNEncoder, build_model
+from urbanclip.evaluation.encoders import BASELINE_NAMES, make_encoder
 from urbanclip.errors import UserError
 
 
@@ -42,7 +42,7 @@ def test_features_are_pooled_and_tell_images_apart():
 
 
 def test_encoder_through_the_registry_on_the_tiny_workspace(tiny_workspace_path):
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     assert "imagenet-cnn" in BASELINE_NAMES
     ws = Workspace.load(tiny_workspace_path)
@@ -60,7 +60,7 @@ def test_encoder_through_the_registry_on_the_tiny_workspace(tiny_workspace_path)
 
 
 def test_comparison_lists_it_with_only_the_input_size():
-    from urbanclip.compare import BASELINES, _opts_for
+    from urbanclip.evaluation.comparison import BASELINES, _opts_for
 
     assert "imagenet-cnn" in BASELINES
     assert _opts_for("imagenet-cnn", {"epochs": 2, "image_size": 64, "dim": 16}) == {"image_size": 64}

@@ -11,7 +11,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from urbanclip.errors import UserError
-from urbanclip.importers.geotiff import import_geotiff
+from urbanclip.data.importers.geotiff import import_geotiff
 
 LON, LAT = 116.4, 39.9
 

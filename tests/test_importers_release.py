@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from urbanclip.errors import UserError
-from urbanclip.importers.release import import_release
-from urbanclip.tiles import bd09_to_gcj02, bd09mc_to_bd09, gcj02_to_wgs84
-from urbanclip.workspace import Workspace
+from urbanclip.data.importers.release import import_release
+from urbanclip.data.tiles import bd09_to_gcj02, bd09mc_to_bd09, gcj02_to_wgs84
+from urbanclip.data.workspace import Workspace
 
 HEADER = ["satellite_img_name", "BD09 coordinate", "WGS84 coordinate", "carbon_emissions (ton)",
           "population (unit)", "gdp (million yuan)"]

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from urbanclip.errors import UserError
-from urbanclip.importers.xyz import FetchConfig, cache_folder, fetch_tiles, import_xyz
-from urbanclip.tiles import tiles_for_bbox
+from urbanclip.data.importers.xyz import FetchConfig, cache_folder, fetch_tiles, import_xyz
+from urbanclip.data.tiles import tiles_for_bbox
 
 ZOOM = 14
 BBOX = (116.40, 39.90, 116.43, 39.92)  # ~2.5 x 2.2 km, 6 tiles at zoom 14

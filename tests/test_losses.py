@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from urbanclip.losses import MAX_LOGIT_SCALE, captioning_loss, clamp_logit_scale, contrastive_loss
+from urbanclip.model.losses import MAX_LOGIT_SCALE, captioning_loss, clamp_logit_scale, contrastive_loss
 
 
 def _emb(n: int, d: int, seed: int) -> torch.Tensor:
@@ -49,3 +50,28 @@ def test_captioning_loss_ignores_padding():
     real = targets != 0
     manual = F.cross_entropy(logits[real], targets[real])
     assert torch.allclose(loss, manual)
+
+
+def test_coca_loss_owns_the_weights_and_switches_terms_off():
+    from urbanclip.model.losses import CoCaLoss, CoCaOutput
+
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    logits, targets = torch.randn(4, 5, 30), torch.randint(1, 30, (4, 5))
+    out = CoCaOutput(img, txt, logits, targets, torch.tensor(2.0))
+    full = CoCaLoss(1.0, 2.0, pad_id=0)(out)
+    assert torch.allclose(full.total, full.con + 2.0 * full.lm)
+    assert torch.allclose(full.con, contrastive_loss(img, txt, torch.tensor(2.0)))
+    no_lm = CoCaLoss(1.0, 0.0)
+    assert no_lm.needs == {"contrast": True, "captions": False}
+    assert float(no_lm(out._replace(logits=None)).lm) == 0.0
+    with pytest.raises(ValueError, match="not both 0"):
+        CoCaLoss(0.0, 0.0)
+
+
+def test_two_view_loss_pairs_the_halves_of_the_batch():
+    from urbanclip.model.losses import CoCaOutput, TwoViewLoss
+
+    a = F.normalize(torch.randn(6, 8), dim=-1)
+    out = TwoViewLoss()(CoCaOutput(torch.cat([a, a]), None, None, None, torch.tensor(3.0)))
+    assert torch.allclose(out.total, contrastive_loss(a, a, torch.tensor(3.0))) and float(out.lm) == 0.0

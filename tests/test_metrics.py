@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from urbanclip.metrics import mean_std, regression_metrics
+from urbanclip.evaluation.metrics import mean_std, regression_metrics
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

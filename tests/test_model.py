@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from urbanclip.config import tiny_config
+from urbanclip.model.config import tiny_config
 from urbanclip.errors import UserError
-from urbanclip.model import UrbanCLIP
-from urbanclip.tokenizer import UrbanTokenizer
+from urbanclip.model.losses import CoCaLoss, TwoViewLoss
+from urbanclip.model.model import UrbanCLIP
+from urbanclip.model.tokenizer import UrbanTokenizer
 
 CAPTIONS = ["a green park with trees.", "grey industrial warehouses.", "a wide river with water.",
             "dense residential blocks."]
@@ -75,7 +76,7 @@ def test_loss_goes_down_on_a_tiny_batch(tok):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(60):
-        out = model.loss(images, ids, mask)
+        out = CoCaLoss(pad_id=tok.pad_id)(model(images, ids, mask))
         opt.zero_grad()
         out.total.backward()
         opt.step()
@@ -88,8 +89,10 @@ def test_loss_goes_down_on_a_tiny_batch(tok):
 
 def test_ablation_weights_switch_losses_off(model):
     ids, mask = model.tokenizer.encode_batch(CAPTIONS[:2], model.config.context_length)
-    no_lm = model.loss(_images(2), ids, mask, lambda_con=1.0, lambda_lm=0.0)
-    no_con = model.loss(_images(2), ids, mask, lambda_con=0.0, lambda_lm=1.0)
+    pad = model.tokenizer.pad_id
+    only_con, only_lm = CoCaLoss(1.0, 0.0, pad), CoCaLoss(0.0, 1.0, pad)
+    no_lm = only_con(model(_images(2), ids, mask, **only_con.needs))
+    no_con = only_lm(model(_images(2), ids, mask, **only_lm.needs))
     assert float(no_lm.lm) == 0.0 and torch.allclose(no_lm.total, no_lm.con)
     assert float(no_con.con) == 0.0 and torch.allclose(no_con.total, no_con.lm)
 
@@ -136,7 +139,7 @@ def test_image_only_model(tmp_path):
     torch.manual_seed(0)
     vit = UrbanCLIP(tiny_config()[0], with_text=False)
     assert vit.kind == "urbanvit" and not hasattr(vit, "token_emb")
-    out = vit.image_only_loss(_images(4, 1), _images(4, 2))
+    out = TwoViewLoss()(vit(torch.cat([_images(4, 1), _images(4, 2)])))
     out.total.backward()
     assert torch.isfinite(out.total) and vit.visual.patch_embed.proj.weight.grad is not None
     with pytest.raises(UserError, match="image-only"):

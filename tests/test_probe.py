@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from probe_helpers import build_signal_workspace
 
-from urbanclip.embeddings import EmbeddingTable
+from urbanclip.data.embeddings import EmbeddingTable
 from urbanclip.errors import UserError
-from urbanclip.metrics import regression_metrics
-from urbanclip.probe import ProbeConfig, ProbeHeads, fit_probes
-from urbanclip.splits import random_split
+from urbanclip.evaluation.metrics import regression_metrics
+from urbanclip.evaluation.probe import ProbeConfig, ProbeHeads, fit_probes
+from urbanclip.data.splits import random_split
 
 FAST = ProbeConfig(hidden=(32,), max_epochs=200, patience=15, seeds=(0,))
 

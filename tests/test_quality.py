@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from urbanclip.quality import QualityConfig, assess, bow_cosine, choose_summary
+from urbanclip.text.quality import QualityConfig, assess, bow_cosine, choose_summary
 
 GOOD = ["Dense residential blocks with apartment buildings line a wide road.",
         "A railway runs along the river, next to several warehouses.",
@@ -77,8 +77,8 @@ def _tiny_text_workspace(root):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from urbanclip.indicators import STANDARD
-    from urbanclip.workspace import Manifest, WorkspaceBuilder
+    from urbanclip.data.indicators import STANDARD
+    from urbanclip.data.workspace import Manifest, WorkspaceBuilder
 
     texts = ["The image depicts dense apartment buildings along a road\nThere are at least 12 cars parked nearby",
              "A vast ocean with waves and a small island, creating a serene atmosphere",
@@ -93,7 +93,7 @@ def _tiny_text_workspace(root):
 
 def test_refine_command_writes_columns_side_by_side(tmp_path, capsys):
     from urbanclip.cli import main
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     _tiny_text_workspace(tmp_path / "ws")
     assert main(["refine", "--workspace", str(tmp_path / "ws")]) == 0

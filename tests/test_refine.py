@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from urbanclip.refine import RULES, RuleCounts, coerce_text, refine_sentences, rules_markdown
+from urbanclip.text.refine import RULES, RuleCounts, coerce_text, refine_sentences, rules_markdown
 
 
 def refine(*sentences):
@@ -131,7 +131,7 @@ def test_idempotent_on_real_captions(release_dir):
 
 @pytest.mark.parametrize("action", ["nope"])
 def test_rule_rejects_unknown_action(action):
-    from urbanclip.refine import Rule
+    from urbanclip.text.refine import Rule
 
     with pytest.raises(ValueError):
         Rule("x", action, "a", "doc")  # type: ignore[arg-type]

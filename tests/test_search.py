@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from urbanclip.errors import UserError
-from urbanclip.search import SimilarityIndex, faiss_available
+from urbanclip.search.index import SimilarityIndex, faiss_available
 
 
 def _data(n=300, d=16, seed=0):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from urbanclip import sentence_encoder
+from urbanclip.text import sentence_encoder
 from urbanclip.errors import UserError
-from urbanclip.sentence_encoder import DIM, CachedSimilarity, encode_texts, similarity, similarity_function
+from urbanclip.text.sentence_encoder import DIM, CachedSimilarity, encode_texts, similarity, similarity_function
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +65,8 @@ CLASSES = ["farmland with crops and a small village", "a park with trees beside 
 
 def _text_workspace(root, n=80, seed=0):
     """Population follows the density class that the text names (as in test_text_probe)."""
-    from urbanclip.indicators import STANDARD
-    from urbanclip.workspace import Manifest, WorkspaceBuilder
+    from urbanclip.data.indicators import STANDARD
+    from urbanclip.data.workspace import Manifest, WorkspaceBuilder
 
     rng = np.random.default_rng(seed)
     cls = rng.integers(0, 4, n)
@@ -80,7 +80,7 @@ def _text_workspace(root, n=80, seed=0):
 
 def test_text_probe_with_minilm_features(tmp_path, capsys):
     from urbanclip.cli import main
-    from urbanclip.text_probe import TextProbeConfig, run_text_probe
+    from urbanclip.evaluation.text_probe import TextProbeConfig, run_text_probe
 
     ws = _text_workspace(tmp_path / "ws")
     scores = run_text_probe(ws, ["text_raw"], ["population"], [None], features="minilm",
@@ -98,9 +98,9 @@ def test_text_probe_with_minilm_features(tmp_path, capsys):
 
 
 def test_text_simclr_positives_by_minilm(tiny_workspace_path):
-    from urbanclip.baselines.common import text_neighbours
-    from urbanclip.encoders import make_encoder
-    from urbanclip.workspace import Workspace
+    from urbanclip.evaluation.baselines.common import text_neighbours
+    from urbanclip.evaluation.encoders import make_encoder
+    from urbanclip.data.workspace import Workspace
 
     texts = ["tall apartment towers", "a wheat field", "high-rise residential blocks", "crops growing on farmland"]
     assert [list(nb) for nb in text_neighbours(texts, k=1, similarity_fn=similarity)] == [[2], [3], [0], [1]]
@@ -116,7 +116,7 @@ def test_text_simclr_positives_by_minilm(tiny_workspace_path):
 
 def test_refine_quality_filter_with_minilm(tiny_workspace_copy, capsys):
     from urbanclip.cli import main
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     w = str(tiny_workspace_copy)
     assert main(["refine", "-w", w, "--similarity", "minilm"]) == 0

@@ -57,9 +57,9 @@ def test_missing_workspace_is_a_user_error(tmp_path):
 
 
 def test_default_demo_is_built_on_first_start(monkeypatch):
-    pytest.importorskip("urbanclip.demo", reason="demo builder not available yet")
+    pytest.importorskip("urbanclip.data.demo", reason="demo builder not available yet")
     monkeypatch.delenv(C.WORKSPACE_ENV, raising=False)
-    import urbanclip.demo as demo
+    import urbanclip.data.demo as demo
 
     calls = []
     real = demo.build_demo

@@ -73,10 +73,10 @@ def test_map_html_is_offline_and_carries_cell_ids(ctx):
 
 
 def test_city_without_imagery_still_maps_and_profiles(tmp_path):
-    from urbanclip.grid import square_grid
-    from urbanclip.indicators import STANDARD
+    from urbanclip.data.grid import square_grid
+    from urbanclip.data.indicators import STANDARD
     from urbanclip.services.profile import profile_cell
-    from urbanclip.workspace import Manifest, WorkspaceBuilder
+    from urbanclip.data.workspace import Manifest, WorkspaceBuilder
 
     g = square_grid("Blind", 10.0, 50.0, 3, 3, 1000.0)
     g["text_raw"] = "A town."

@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import box
 
 from urbanclip.errors import UserError
-from urbanclip.text_probe import TextProbeConfig, comparison_table, probe_cells, run_text_probe
+from urbanclip.evaluation.text_probe import TextProbeConfig, comparison_table, probe_cells, run_text_probe
 
 WORDS = {0: "farmland with crops and a small village", 1: "a park with trees beside low houses",
          2: "residential blocks with apartment buildings", 3: "dense high-rise towers and busy roads"}
@@ -18,8 +18,8 @@ WORDS = {0: "farmland with crops and a small village", 1: "a park with trees bes
 def _workspace(root, n=160, seed=0):
     """Cells whose population follows a density class named in the text (+ noise);
     `text_shuffled` holds the same texts permuted, i.e. no signal."""
-    from urbanclip.indicators import STANDARD
-    from urbanclip.workspace import Manifest, WorkspaceBuilder
+    from urbanclip.data.indicators import STANDARD
+    from urbanclip.data.workspace import Manifest, WorkspaceBuilder
 
     rng = np.random.default_rng(seed)
     cls = rng.integers(0, 4, n)

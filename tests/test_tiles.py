@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyproj import Geod, Transformer
 
-from urbanclip.tiles import (
+from urbanclip.data.tiles import (
     baidu_tile_corners_wgs84,
     bd09_to_gcj02,
     bd09mc_to_bd09,

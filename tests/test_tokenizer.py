@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from urbanclip.errors import UserError
-from urbanclip.tokenizer import SPECIAL_TOKENS, UrbanTokenizer
+from urbanclip.model.tokenizer import SPECIAL_TOKENS, UrbanTokenizer
 
 TEXTS = ["Dense residential blocks beside a river.", "A green park with trees and a pond.",
          "Industrial warehouses with large grey roofs.", "Farmland with regular fields."] * 5

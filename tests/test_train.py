@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from urbanclip.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
+from urbanclip.model.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
 from urbanclip.cli import main
-from urbanclip.config import save_config, tiny_config
+from urbanclip.model.config import save_config, tiny_config
 from urbanclip.errors import UserError
-from urbanclip.grid import square_grid
-from urbanclip.indicators import STANDARD
-from urbanclip.progress import read_events
-from urbanclip.train import pretrain, warmup_cosine
-from urbanclip.workspace import Manifest, WorkspaceBuilder, join_sentences
+from urbanclip.data.grid import square_grid
+from urbanclip.data.indicators import STANDARD
+from urbanclip.events import read_events
+from urbanclip.training.train import pretrain, warmup_cosine
+from urbanclip.data.workspace import Manifest, WorkspaceBuilder, join_sentences
 
 # three visually distinct classes with their own descriptions
 CLASSES = {"park": ((40, 140, 40), ["A green park with trees.", "Lawns and a pond."]),
@@ -143,7 +143,7 @@ def test_warmup_then_cosine():
 
 
 def test_pretrain_on_the_demo_reports_landuse_hits(tiny_workspace_path, tmp_path):
-    pytest.importorskip("urbanclip.demo")
+    pytest.importorskip("urbanclip.data.demo")
     m, t = _cfg(max_steps=2, eval_generate=4)
     summary = pretrain(tiny_workspace_path, tmp_path / "run", m, t)
     ev = summary["eval"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from probe_helpers import build_signal_workspace
 
-from urbanclip.embeddings import EmbeddingTable
+from urbanclip.data.embeddings import EmbeddingTable
 from urbanclip.errors import UserError
-from urbanclip.probe import ProbeConfig
-from urbanclip.reports import mean_offdiagonal, write_transfer
-from urbanclip.transfer import transfer_matrix
+from urbanclip.evaluation.probe import ProbeConfig
+from urbanclip.evaluation.reports import mean_offdiagonal, write_transfer
+from urbanclip.evaluation.transfer import transfer_matrix
 
 FAST = ProbeConfig(hidden=(16,), max_epochs=80, patience=10, seeds=(0, 1), min_train=5)
 
@@ -45,7 +45,7 @@ def test_matrix_shape_and_records(ws, tmp_path):
 
 
 def test_app_can_read_the_transfer_files(ws, tmp_path):
-    from urbanclip.services.compare import load_transfer
+    from urbanclip.services.cities import load_transfer
 
     res = transfer_matrix(ws, _table(ws), "population", FAST, cities=["Alpha", "Beta"])
     paths = write_transfer(res.matrices, res.long_table(), tmp_path)

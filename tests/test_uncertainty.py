@@ -10,9 +10,9 @@ import pytest
 
 from app_helpers import pixel_context
 from urbanclip.errors import UserError
-from urbanclip.probe import HEADS_FILE, META_FILE, ProbeConfig, ProbeHeads, fit_probes
-from urbanclip.uncertainty import Calibration, calibrate, conformal_quantile, coverage
-from urbanclip.workspace import Workspace
+from urbanclip.evaluation.probe import HEADS_FILE, META_FILE, ProbeConfig, ProbeHeads, fit_probes
+from urbanclip.evaluation.uncertainty import Calibration, calibrate, conformal_quantile, coverage
+from urbanclip.data.workspace import Workspace
 
 FAST = ProbeConfig(hidden=(16,), max_epochs=60, patience=10, seeds=(0,), ensemble=3, min_train=5)
 
@@ -88,7 +88,7 @@ def ws(tiny_workspace_path):
 
 def _noisy_table(ws, noise=0.3, seed=0):
     """Embeddings = log target + Gaussian noise (plus distractors): a probe's residuals are about that noise."""
-    from urbanclip.embeddings import EmbeddingTable
+    from urbanclip.data.embeddings import EmbeddingTable
 
     rng = np.random.default_rng(seed)
     y = np.nan_to_num(ws.log_targets("carbon"))
@@ -147,7 +147,7 @@ def _strip_intervals(d):
 @pytest.fixture(scope="module")
 def ctx_with_intervals(ws):
     ctx = pixel_context(ws)
-    from urbanclip.embeddings import EmbeddingTable
+    from urbanclip.data.embeddings import EmbeddingTable
 
     res = fit_probes(ws, EmbeddingTable(ctx.cell_ids, ctx.vectors), None, FAST)
     pos = {c: i for i, c in enumerate(ctx.cell_ids)}
@@ -160,7 +160,7 @@ def ctx_with_intervals(ws):
 
 
 def test_context_refits_heads_saved_without_intervals(tiny_workspace_copy):
-    from urbanclip.embeddings import EmbeddingTable
+    from urbanclip.data.embeddings import EmbeddingTable
     from urbanclip.services.context import _attach_predictions, probe_dir
 
     ctx = pixel_context(Workspace.load(tiny_workspace_copy))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from urbanclip.errors import UserError, ValidationError
-from urbanclip.grid import grid_over_bounds, square_grid
-from urbanclip.indicators import STANDARD, from_model_scale, to_model_scale
-from urbanclip.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
+from urbanclip.data.grid import grid_over_bounds, square_grid
+from urbanclip.data.indicators import STANDARD, from_model_scale, to_model_scale
+from urbanclip.data.workspace import Manifest, Workspace, WorkspaceBuilder, join_sentences
 
 
 def _build(root, n=4, overwrite=False, **cells_kw):

@@ -11,7 +11,7 @@ HELP = "full comparison: baselines + ablations + UrbanCLIP with the same probe (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from urbanclip.compare import ALL_METHODS
+    from urbanclip.evaluation.comparison import ALL_METHODS
 
     p.add_argument("--workspace", "-w", required=True, help="workspace folder")
     p.add_argument("--out", "-o", required=True, help="report folder (report.*, metrics.jsonl, runs/<method>/)")
@@ -29,10 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from urbanclip.compare import CompareConfig, beats, run_comparison
-    from urbanclip.encoders import parse_opts
+    from urbanclip.evaluation.comparison import CompareConfig, beats, run_comparison
+    from urbanclip.evaluation.encoders import parse_opts
     from urbanclip.errors import UserError
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     runs = {}

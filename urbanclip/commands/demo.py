@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from urbanclip import paths
-    from urbanclip.demo import SIZES, build_demo
+    from urbanclip.data.demo import SIZES, build_demo
 
     out = Path(args.out).expanduser() if args.out else paths.demo_workspace_dir()
     if out.exists() and not args.overwrite:

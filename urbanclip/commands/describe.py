@@ -84,11 +84,11 @@ def describe_workspace(ws, captioner, only_missing: bool = False, chunk_size: in
                        retry_failed: bool = False, show_progress: bool = True, callbacks=()) -> dict:
     """Describe pending cells of `ws` chunk by chunk, saving after each chunk. Returns counts.
 
-    Progress goes to `callbacks` (urbanclip.progress: one step per saved chunk)
+    Progress goes to `callbacks` (urbanclip.events: one step per saved chunk)
     and, with `show_progress`, to a terminal bar.
     """
     from urbanclip.errors import UserError
-    from urbanclip.progress import ProgressTracker, TqdmProgress
+    from urbanclip.events import ProgressTracker, TqdmProgress
 
     target = "text_raw" if only_missing else "text_generated"
     if chunk_size < 1:
@@ -128,7 +128,7 @@ def describe_workspace(ws, captioner, only_missing: bool = False, chunk_size: in
 def _describe_chunks(ws, captioner, todo_ids: list[str], target: str, only_missing: bool, chunk_size: int,
                      stats: dict, tracker) -> None:
     from urbanclip.errors import UserError
-    from urbanclip.workspace import join_sentences, load_rgb
+    from urbanclip.data.workspace import join_sentences, load_rgb
 
     for k, start in enumerate(range(0, len(todo_ids), chunk_size)):
         cells = ws.cells  # save() replaces the frame; address cells by id
@@ -177,8 +177,8 @@ def _merge_provenance(old: str, new: str, only_missing: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from urbanclip.captioners import make_captioner
-    from urbanclip.workspace import Workspace
+    from urbanclip.text.captioners import make_captioner
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     opts = {"batch_size": args.batch_size}
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"nothing to describe: every cell with an image already has {target}")
         return 0
     captioner = make_captioner(args.backend, args.model, **opts)
-    from urbanclip.progress import JsonlLogger
+    from urbanclip.events import JsonlLogger
 
     callbacks = [JsonlLogger(args.out)] if args.out else []
     stats = describe_workspace(ws, captioner, args.only_missing, args.chunk_size, args.limit, args.retry_failed,

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from urbanclip.errors import UserError
     from urbanclip.services.export import REPORT_FORMATS, check_format, export_report, format_from_path, write_cells
-    from urbanclip.workspace import atomic_write_bytes
+    from urbanclip.data.workspace import atomic_write_bytes
 
     if args.report:
         if args.workspace or args.city or args.cells:

@@ -41,10 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from urbanclip.checkpoint import load_model
+    from urbanclip.model.checkpoint import load_model
     from urbanclip.errors import UserError
-    from urbanclip.faithfulness import FaithfulnessReport, GroundingConfig, assess, image_embeddings, write_report
-    from urbanclip.workspace import Workspace
+    from urbanclip.text.faithfulness import FaithfulnessReport, GroundingConfig, assess, image_embeddings, write_report
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     cfg = GroundingConfig(n_reference=args.n_reference, seed=args.seed, threshold=args.threshold,

@@ -81,19 +81,19 @@ def run(args: argparse.Namespace) -> int:
 
     common = dict(out=args.out, overwrite=args.overwrite, split_seed=args.split_seed, name=args.name)
     if args.source == "release":
-        from urbanclip.importers.release import import_release
+        from urbanclip.data.importers.release import import_release
 
         cities = [c.strip() for c in args.cities.split(",") if c.strip()] if args.cities else None
         ws, report = import_release(args.release_dir, cities=cities, csv=args.csv, captions=args.captions,
                                     images_dir=args.images, datum=args.datum, **common)
     elif args.source == "geotiff":
-        from urbanclip.importers.geotiff import import_geotiff
+        from urbanclip.data.importers.geotiff import import_geotiff
 
         paths, aggs = _indicators(args.indicator)
         ws, report = import_geotiff(args.mosaic, cell_size_m=args.cell_size, city=args.city, indicator_rasters=paths,
                                     aggregations=aggs, tile_px=args.tile_px, min_valid=args.min_valid, **common)
     else:
-        from urbanclip.importers.xyz import DEFAULT_TEMPLATE, FetchConfig, import_xyz
+        from urbanclip.data.importers.xyz import DEFAULT_TEMPLATE, FetchConfig, import_xyz
 
         try:
             bbox = tuple(float(v) for v in args.bbox.split(","))

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.workspace import Workspace
 
     print(Workspace.load(args.workspace).summary())
     return 0

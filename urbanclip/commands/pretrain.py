@@ -35,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from urbanclip.checkpoint import TRAIN_STATE_FILE
-    from urbanclip.config import load_config
-    from urbanclip.progress import TqdmProgress
-    from urbanclip.train import CONFIG_FILE, pretrain
+    from urbanclip.model.checkpoint import TRAIN_STATE_FILE
+    from urbanclip.model.config import load_config
+    from urbanclip.events import TqdmProgress
+    from urbanclip.training.train import CONFIG_FILE, pretrain
 
     config = args.config
     if config is None:

@@ -28,7 +28,7 @@ def add_probe_options(p: argparse.ArgumentParser) -> None:
 
 def add_split_options(p: argparse.ArgumentParser, default: str = "random,block") -> None:
     """Which stored splits to score on, and the spatial blocks' size (probe / compare)."""
-    from urbanclip.splits import DEFAULT_BLOCK_SIZE
+    from urbanclip.data.splits import DEFAULT_BLOCK_SIZE
 
     p.add_argument("--splits", default=default,
                    help=f"comma-separated splits to report side by side: random (the paper's 60/20/20 of cells) and/or "
@@ -43,7 +43,7 @@ def add_split_options(p: argparse.ArgumentParser, default: str = "random,block")
 
 def probe_config(args: argparse.Namespace):
     from urbanclip.errors import UserError
-    from urbanclip.probe import ProbeConfig
+    from urbanclip.evaluation.probe import ProbeConfig
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
@@ -71,13 +71,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from urbanclip.compare import split_meta, split_suffix
-    from urbanclip.embeddings import cached_embeddings, safe_key
-    from urbanclip.encoders import make_encoder, parse_opts
-    from urbanclip.probe import fit_probes, parse_indicators
-    from urbanclip.reports import MethodRow, RunLog, write_table2
-    from urbanclip.splits import check_block_size, parse_splits, store_block_split
-    from urbanclip.workspace import Workspace
+    from urbanclip.evaluation.comparison import split_meta, split_suffix
+    from urbanclip.data.embeddings import cached_embeddings, safe_key
+    from urbanclip.evaluation.encoders import make_encoder, parse_opts
+    from urbanclip.evaluation.probe import fit_probes, parse_indicators
+    from urbanclip.evaluation.reports import MethodRow, RunLog, write_table2
+    from urbanclip.data.splits import check_block_size, parse_splits, store_block_split
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     cfg = probe_config(args)

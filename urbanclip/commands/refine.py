@@ -10,7 +10,7 @@ Rule counts are printed and stored in manifest.extra["refine"].
 sentences with the frozen all-MiniLM-L6-v2 encoder instead of bag-of-words cosine.
 
 --grounding-threshold T --checkpoint RUN adds self-calibration after the rules: every kept
-sentence is scored by the checkpoint's grounding (urbanclip.faithfulness: similarity to its
+sentence is scored by the checkpoint's grounding (urbanclip.text.faithfulness: similarity to its
 own tile ranked among random tiles of the city, 0.5 = chance) and sentences below T are
 dropped (the best-grounded one of each description stays). It then also writes
   text_refined_rules  the rules-only result (what text_refined would be without the filter)
@@ -55,16 +55,16 @@ def refine_workspace(ws, column: str = "text_raw", urban_population: float = 100
     """Refine every cell of `ws` in memory (caller saves). Returns the summary stored in the manifest.
 
     `similarity`: the quality filter's sentence similarity, "bow" (bag-of-words cosine) or "minilm".
-    `grounding_model` + `grounding_cfg` (urbanclip.faithfulness.GroundingConfig, its `threshold`):
+    `grounding_model` + `grounding_cfg` (urbanclip.text.faithfulness.GroundingConfig, its `threshold`):
     drop rule-refined sentences that the model finds weakly grounded in their tile.
     """
     import numpy as np
 
     from urbanclip.errors import UserError
-    from urbanclip.quality import QualityConfig, assess, bow_cosine
-    from urbanclip.sentence_encoder import similarity_function
-    from urbanclip.refine import RULES_VERSION, RuleCounts, refine_sentences
-    from urbanclip.workspace import join_sentences, split_sentences
+    from urbanclip.text.quality import QualityConfig, assess, bow_cosine
+    from urbanclip.text.sentence_encoder import similarity_function
+    from urbanclip.text.refine import RULES_VERSION, RuleCounts, refine_sentences
+    from urbanclip.data.workspace import join_sentences, split_sentences
 
     if column not in ws.cells.columns:
         raise UserError(f"workspace {ws.root} has no column {column!r}; text columns: "
@@ -109,9 +109,9 @@ def _grounding_filter(ws, kept_all: list[list[str]], model, cfg, total) -> tuple
     """Drop weakly grounded sentences (self-calibration); writes text_refined_rules and text_ungrounded."""
     import math
 
-    from urbanclip.faithfulness import GroundingConfig, ground_sentences
-    from urbanclip.refine import UNGROUNDED, drop_ungrounded
-    from urbanclip.workspace import join_sentences
+    from urbanclip.text.faithfulness import GroundingConfig, ground_sentences
+    from urbanclip.text.refine import UNGROUNDED, drop_ungrounded
+    from urbanclip.data.workspace import join_sentences
 
     cfg = cfg or GroundingConfig()
     cfg.validate("refine --grounding-threshold")
@@ -143,9 +143,9 @@ def _grounding_filter(ws, kept_all: list[list[str]], model, cfg, total) -> tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    from urbanclip.quality import QualityConfig
-    from urbanclip.refine import RuleCounts
-    from urbanclip.workspace import Workspace
+    from urbanclip.text.quality import QualityConfig
+    from urbanclip.text.refine import RuleCounts
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     qcfg = QualityConfig()
@@ -186,8 +186,8 @@ def _grounding_args(args: argparse.Namespace):
     if args.checkpoint is None:
         raise UserError("--grounding-threshold needs --checkpoint RUN: the UrbanCLIP run whose image and text "
                         "towers score each sentence (e.g. --checkpoint assets/model)")
-    from urbanclip.checkpoint import load_model
-    from urbanclip.faithfulness import GroundingConfig
+    from urbanclip.model.checkpoint import load_model
+    from urbanclip.text.faithfulness import GroundingConfig
 
     cfg = GroundingConfig(n_reference=args.n_reference, seed=args.seed, threshold=args.grounding_threshold)
     cfg.validate("refine --grounding-threshold")

@@ -21,11 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from urbanclip.embeddings import cached_embeddings
-    from urbanclip.encoders import make_encoder, parse_opts
+    from urbanclip.data.embeddings import cached_embeddings
+    from urbanclip.evaluation.encoders import make_encoder, parse_opts
     from urbanclip.errors import UserError
-    from urbanclip.search import SimilarityIndex, describe_matches
-    from urbanclip.workspace import Workspace
+    from urbanclip.search.index import SimilarityIndex, describe_matches
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     city = ws.cell(args.cell)["city"]

@@ -4,7 +4,7 @@ Fits ridge probes per city and indicator, on the workspace split plus seeded
 re-splits, and prints a Markdown table with the paired difference between the
 two text columns. Feature sources (--features, several at once, same splits):
   tfidf        TF-IDF word 1-2 grams (the reference; the default)
-  minilm       frozen all-MiniLM-L6-v2 sentence embeddings (urbanclip.sentence_encoder)
+  minilm       frozen all-MiniLM-L6-v2 sentence embeddings (urbanclip.text.sentence_encoder)
   text-tower   our model's text tower of --text-tower RUN (the default when only that is given)
 """
 
@@ -37,7 +37,7 @@ def _text_tower(run: str, batch_size: int):
     import numpy as np
     import torch
 
-    from urbanclip.checkpoint import load_model
+    from urbanclip.model.checkpoint import load_model
 
     model = load_model(run)
 
@@ -53,8 +53,8 @@ def _text_tower(run: str, batch_size: int):
 
 def run(args: argparse.Namespace) -> int:
     from urbanclip.errors import UserError
-    from urbanclip.text_probe import TextProbeConfig, comparison_table, run_text_probe, scores_table
-    from urbanclip.workspace import Workspace
+    from urbanclip.evaluation.text_probe import TextProbeConfig, comparison_table, run_text_probe, scores_table
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]

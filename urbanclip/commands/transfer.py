@@ -20,11 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from urbanclip.embeddings import cached_embeddings
-    from urbanclip.encoders import make_encoder, parse_opts
-    from urbanclip.reports import RunLog, mean_offdiagonal, write_transfer
-    from urbanclip.transfer import transfer_matrix
-    from urbanclip.workspace import Workspace
+    from urbanclip.data.embeddings import cached_embeddings
+    from urbanclip.evaluation.encoders import make_encoder, parse_opts
+    from urbanclip.evaluation.reports import RunLog, mean_offdiagonal, write_transfer
+    from urbanclip.evaluation.transfer import transfer_matrix
+    from urbanclip.data.workspace import Workspace
 
     ws = Workspace.load(args.workspace)
     cfg = probe_config(args)

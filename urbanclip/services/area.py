@@ -20,11 +20,11 @@ value and say how many that is; predicted sums use the probe predictions where p
 
 The combined description lists the sentences (from the workspace's text column) found
 in most cells of the area, counting a sentence in a cell only when the model finds it
-grounded there (urbanclip.faithfulness; percentile >= threshold) if a model is loaded.
+grounded there (urbanclip.text.faithfulness; percentile >= threshold) if a model is loaded.
 
 Similar areas: the mean image embedding of the area's cells against the mean embedding
 of every window of the same bounding-box size (rows x cols) in the other cities
-(urbanclip.search.grid_windows + SimilarityIndex), best first, non-overlapping. Both means
+(urbanclip.search.index.grid_windows + SimilarityIndex), best first, non-overlapping. Both means
 are taken relative to the workspace's mean tile (unit embeddings minus their mean):
 averaging many cells otherwise leaves mostly the direction every tile shares, and every
 window of a city then scores ~1.0 (measured on the demo: 0.999-1.000 for all top windows).
@@ -42,10 +42,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from urbanclip.errors import UserError
-from urbanclip.faithfulness import (GroundingConfig, encode_sentences, grounding_scores, normalise_caption,
+from urbanclip.text.faithfulness import (GroundingConfig, encode_sentences, grounding_scores, normalise_caption,
                                     reference_rows)
 from urbanclip.services.context import AppContext
-from urbanclip.workspace import split_sentences
+from urbanclip.data.workspace import split_sentences
 
 SELECTION_RULE = "centre within"
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
@@ -307,7 +307,7 @@ def _grid_shape(ws, cell_ids: Sequence[str]) -> tuple[int, int]:
 
 def similar_areas(ctx: AppContext, cell_ids: Sequence[str], k: int = 3) -> tuple[list[AreaMatch], str, tuple[int, int]]:
     """Top-k non-overlapping windows in other cities by cosine of mean image embeddings."""
-    from urbanclip.search import SimilarityIndex, grid_windows, normalise_rows
+    from urbanclip.search.index import SimilarityIndex, grid_windows, normalise_rows
 
     ws = ctx.workspace
     shape = _grid_shape(ws, cell_ids)

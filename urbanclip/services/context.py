@@ -19,12 +19,12 @@ import numpy as np
 
 from urbanclip import paths
 from urbanclip.errors import UserError
-from urbanclip.workspace import Workspace
+from urbanclip.data.workspace import Workspace
 
 WORKSPACE_ENV = "URBANCLIP_WORKSPACE"
 MODEL_ENV = "URBANCLIP_MODEL"
 ACTIVE_MODEL_FILE = "active_model.json"
-SHIPPED_MODEL_DIR = paths.ASSETS_DIR / "model"
+SHIPPED_MODEL_DIR = paths.shipped_model_dir()
 
 FALLBACK_ENCODER = "pca"  # training-free baseline used for look-alikes when no model is active
 
@@ -72,7 +72,7 @@ def ensure_workspace(root: Path | None = None, progress: Progress = _quiet) -> W
     root = Path(root) if root is not None else workspace_dir()
     if not root.exists() and root.resolve() == paths.demo_workspace_dir().resolve():
         try:
-            from urbanclip.demo import build_demo
+            from urbanclip.data.demo import build_demo
         except ImportError:
             raise UserError(f"no workspace at {root} and the demo builder is not available; "
                             "import data with `python -m urbanclip import ...` and set URBANCLIP_WORKSPACE") from None
@@ -90,12 +90,12 @@ class AppContext:
     """A workspace plus whatever model-derived pieces could be loaded for it."""
 
     workspace: Workspace
-    model: Any = None                       # urbanclip.model.UrbanCLIP, eval mode
+    model: Any = None                       # urbanclip.model.model.UrbanCLIP, eval mode
     model_path: Path | None = None
     encoder_key: str | None = None
     cell_ids: list[str] = field(default_factory=list)   # rows of `vectors`
     vectors: np.ndarray | None = None       # image embeddings, float32 [N, D]
-    index: Any = None                       # urbanclip.search.SimilarityIndex
+    index: Any = None                       # urbanclip.search.index.SimilarityIndex
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # raw scale, aligned with workspace.cells
     # indicator -> (lower, upper) of the prediction interval, raw scale, aligned with workspace.cells
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -153,7 +153,7 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
             ctx.notes.append(f"Similar cells use the '{FALLBACK_ENCODER}' baseline image embedding until a model is active.")
         return ctx
     try:
-        from urbanclip.checkpoint import load_model
+        from urbanclip.model.checkpoint import load_model
 
         progress(f"Loading model {path}...")
         ctx.model = load_model(path)
@@ -173,8 +173,8 @@ def load_context(root: Path | None = None, model_path: Path | None | str = "acti
 
 def _attach_embeddings(ctx: AppContext, progress: Progress, spec: str | None = None) -> None:
     try:
-        from urbanclip.embeddings import cached_embeddings
-        from urbanclip.encoders import make_encoder
+        from urbanclip.data.embeddings import cached_embeddings
+        from urbanclip.evaluation.encoders import make_encoder
 
         enc = make_encoder(spec or f"urbanclip:{ctx.model_path}", ctx.workspace)
         progress("Embedding the workspace's tiles (cached after the first start)...")
@@ -189,7 +189,7 @@ def _attach_embeddings(ctx: AppContext, progress: Progress, spec: str | None = N
 
 def _attach_index(ctx: AppContext) -> None:
     try:
-        from urbanclip.search import SimilarityIndex
+        from urbanclip.search.index import SimilarityIndex
     except ImportError as e:
         ctx.notes.append(f"Similarity search unavailable ({e}).")
         return
@@ -210,7 +210,7 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
         ctx.notes.append("The workspace has too few observed indicator values to train probes: no predictions.")
         return
     try:
-        from urbanclip.probe import ProbeConfig, ProbeHeads, fit_probes
+        from urbanclip.evaluation.probe import ProbeConfig, ProbeHeads, fit_probes
     except ImportError as e:
         ctx.notes.append(f"Indicator probes unavailable ({e}): showing observed values only.")
         return
@@ -223,7 +223,7 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress) 
             heads = None
         if heads is None and fit_missing:
             progress("Fitting indicator probes on the frozen embeddings (first start only)...")
-            from urbanclip.embeddings import EmbeddingTable
+            from urbanclip.data.embeddings import EmbeddingTable
 
             result = fit_probes(ws, EmbeddingTable(cell_ids=ctx.cell_ids, vectors=ctx.vectors), known, ProbeConfig())
             heads = result.heads

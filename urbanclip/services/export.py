@@ -32,7 +32,7 @@ import pandas as pd
 
 from urbanclip.errors import UserError
 from urbanclip.services.context import AppContext
-from urbanclip.workspace import CRS, atomic_write_bytes, split_sentences
+from urbanclip.data.workspace import CRS, atomic_write_bytes, split_sentences
 
 # format -> (file suffix, MIME type)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -162,7 +162,7 @@ def report_json_path(path: Path | str) -> Path:
 
 def export_report(path: Path | str, fmt: str) -> bytes:
     """A probe / comparison report as Markdown or CSV (the Table-2 layout with splits and interval coverage)."""
-    from urbanclip.reports import read_table2, table2_frame, table2_markdown
+    from urbanclip.evaluation.reports import read_table2, table2_frame, table2_markdown
 
     fmt = check_format(fmt, REPORT_FORMATS)
     p = report_json_path(path)

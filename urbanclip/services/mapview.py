@@ -26,12 +26,12 @@ from PIL import Image
 
 from urbanclip import paths
 from urbanclip.errors import UserError
-from urbanclip.indicators import to_model_scale
+from urbanclip.data.indicators import to_model_scale
 from urbanclip.services.context import AppContext
 from urbanclip.services.profile import format_value
 
-LEAFLET_DIR = paths.ASSETS_DIR / "vendor" / "leaflet"
-LEAFLET_DRAW_DIR = paths.ASSETS_DIR / "vendor" / "leaflet-draw"  # Leaflet.draw 1.0.4, MIT (assets/vendor/NOTICE.md)
+LEAFLET_DIR = paths.assets_dir() / "vendor" / "leaflet"
+LEAFLET_DRAW_DIR = paths.assets_dir() / "vendor" / "leaflet-draw"  # Leaflet.draw 1.0.4, MIT (assets/vendor/NOTICE.md)
 ESRI_URL = "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
 ESRI_ATTR = "Tiles © Esri — Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community"
 LAYERS = ("observed", "predicted", "residual", "uncertainty", "text match", "none")

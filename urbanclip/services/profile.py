@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from urbanclip.errors import UserError
-from urbanclip.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
+from urbanclip.text.faithfulness import DescriptionGrounding, GroundingConfig, ground_description, reference_rows
 from urbanclip.services.context import AppContext
-from urbanclip.workspace import split_sentences
+from urbanclip.data.workspace import split_sentences
 
 GROUNDING = GroundingConfig()  # side panel: 256 random tiles of the city, flag below the 50th percentile
 
@@ -78,7 +78,7 @@ def generate_description(ctx: AppContext, cell_id: str) -> str:
         return ctx._generated[cell_id]
     import torch
 
-    from urbanclip.data import eval_transform
+    from urbanclip.model.transforms import eval_transform
 
     img = ctx.workspace.load_image(cell_id)
     if img is None:
@@ -92,7 +92,7 @@ def generate_description(ctx: AppContext, cell_id: str) -> str:
 
 def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
                           cfg: GroundingConfig = GROUNDING) -> DescriptionGrounding | None:
-    """How well `sentences` fit this cell's tile versus random tiles of its city (urbanclip.faithfulness).
+    """How well `sentences` fit this cell's tile versus random tiles of its city (urbanclip.text.faithfulness).
 
     Uses the cached image embeddings (no image forward pass) and the text tower on a few
     sentences. None when it cannot be measured: no model with a text tower, embeddings not
@@ -180,7 +180,7 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
             note = str(e)
     t3 = time.perf_counter()
 
-    from urbanclip.captioners import split_generated
+    from urbanclip.text.captioners import split_generated
 
     source_sentences = split_sentences(cell[text_col])
     grounding = description_grounding(ctx, cell_id, split_generated(generated)) if generated else None

@@ -1,7 +1,7 @@
 """Background runs launched from the app: start, list, follow, cancel, activate.
 
 A run is `python -m urbanclip <command> ... --out RUN`, started detached
-(`start_new_session=True`) through `urbanclip.services.runner`, so it outlives
+(`start_new_session=True`) through `urbanclip.services.supervisor`, so it outlives
 the Streamlit script rerun or browser tab that launched it. Files in RUN/:
 
   metrics.jsonl  progress events written by the command (see interfaces: start/step/message/end)
@@ -27,9 +27,9 @@ from pathlib import Path
 from urbanclip import paths
 from urbanclip.errors import UserError
 from urbanclip.services.context import active_model_file
-from urbanclip.workspace import atomic_write_json
+from urbanclip.data.workspace import atomic_write_json
 
-from urbanclip.services.runner import LOCK, METRICS, RUN_JSON  # noqa: E402  (one definition of the files)
+from urbanclip.services.supervisor import LOCK, METRICS, RUN_JSON  # noqa: E402  (one definition of the files)
 
 LOG = "run.log"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
@@ -84,7 +84,7 @@ def assert_free(out_dir: Path | str) -> None:
 
 def pretrain_defaults() -> dict[str, float | int]:
     """The Train form's defaults: the demo config's training settings (what assets/model used)."""
-    from urbanclip.config import demo_config
+    from urbanclip.model.config import demo_config
 
     _, t = demo_config()
     return {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": t.seed}
@@ -94,7 +94,7 @@ def write_pretrain_config(out_dir: Path | str, **train_overrides) -> Path:
     """Write RUN/app-config.json: the demo config with the form's overrides."""
     import dataclasses
 
-    from urbanclip.config import demo_config, save_config
+    from urbanclip.model.config import demo_config, save_config
 
     model_cfg, train_cfg = demo_config()
     known = {f.name for f in dataclasses.fields(train_cfg)}
@@ -137,14 +137,12 @@ def launch_argv(argv: list[str], out_dir: Path | str, label: str) -> Path:
         raise UserError(f"another run is starting in {out}; choose a different output folder") from None
     os.close(fd)
     env = dict(os.environ)
-    repo = str(paths.REPO_DIR)
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     atomic_write_json(out / RUN_JSON, {"command": label, "argv": argv, "started": time.time(), "status": "running"})
     try:
         with open(out / LOG, "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "urbanclip.services.runner", str(out), "--", *argv],
-                                    cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+            subprocess.Popen([sys.executable, "-m", "urbanclip.services.supervisor", str(out), "--", *argv],
+                                    cwd=os.getcwd(), env=env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError:
         (out / LOCK).unlink(missing_ok=True)

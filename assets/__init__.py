@@ -1,0 +1,1 @@
+"""Shipped files: the demo model, vendored Leaflet, the favicon (package data `urbanclip.assets`)."""
