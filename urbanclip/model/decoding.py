@@ -119,53 +119,53 @@ def _apply_bans(logp: torch.Tensor, seqs: Sequence[Sequence[int]], constraints: 
 
 def beam_search(step: Step, n_images: int, bos_id: int, constraints: Constraints, max_len: int,
                 beam_size: int, device: torch.device | str = "cpu") -> list[list[int]]:
-    """Best token sequence per image (no BOS/EOS). `beam_size=1` is greedy decoding."""
-    K = beam_size
-    eos = constraints.eos_id
-    seqs: list[list[int]] = [[] for _ in range(n_images * K)]
-    scores = torch.full((n_images, K), float("-inf"))
-    scores[:, 0] = 0.0  # one live beam per image at the start
+    """Best token sequence per image (no BOS/EOS). `beam_size=1` is greedy decoding.
+
+    Every live beam of every image advances in one batched `step`; a beam that emits EOS is
+    finished and ranked by its log-probability / length. An image stops when it has
+    `beam_size` finished descriptions or no live beam can still beat its best one.
+    """
+    K, eos = beam_size, constraints.eos_id
+    beams: list[list[tuple[float, list[int]]]] = [[(0.0, [])] for _ in range(n_images)]
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n_images)]
     alive = list(range(n_images))
     for _ in range(max_len):
         if not alive:
             break
-        flat = [r * K + k for r in alive for k in range(K)]
-        ids = torch.tensor([[bos_id] + seqs[f] for f in flat], dtype=torch.long, device=device)
-        rows = torch.tensor([f // K for f in flat], dtype=torch.long, device=device)
-        logp = _apply_bans(step(ids, rows).float().cpu(), [seqs[f] for f in flat], constraints)
-        vocab = logp.shape[-1]
-        total = (scores[alive].reshape(-1, 1) + logp).reshape(len(alive), K * vocab)
-        best, idx = total.topk(min(2 * K, K * vocab), dim=1)
-        still = []
-        for ri, r in enumerate(alive):
+        flat = [(r, b) for r in alive for b in beams[r]]
+        ids = torch.tensor([[bos_id] + q for _, (_, q) in flat], dtype=torch.long, device=device)
+        rows = torch.tensor([r for r, _ in flat], dtype=torch.long, device=device)
+        logp = _apply_bans(step(ids, rows).float().cpu(), [q for _, (_, q) in flat], constraints)
+        total = logp + torch.tensor([s for _, (s, _) in flat]).unsqueeze(1)
+        vocab, start, still = logp.shape[-1], 0, []
+        for r in alive:
+            n = len(beams[r])
+            best, idx = total[start:start + n].reshape(-1).topk(min(2 * K, n * vocab))
+            prev, start = beams[r], start + n
             cands: list[tuple[float, list[int]]] = []
-            for s, ix in zip(best[ri].tolist(), idx[ri].tolist()):
+            for s, ix in zip(best.tolist(), idx.tolist()):
                 if s == float("-inf") or len(cands) == K:
                     break
-                k, v = divmod(ix, vocab)
-                seq = seqs[r * K + k] + [v]
+                b, v = divmod(ix, vocab)
+                seq = prev[b][1] + [v]
                 if v == eos:
                     finished[r].append((s / len(seq), seq[:-1]))
                 else:
                     cands.append((s, seq))
-            # stop at K finished descriptions, or when the best finished one beats every live beam's
-            # length-normalised score so far (the usual heuristic: later tokens rarely raise it)
+            # a live beam's log-prob can only fall, so sum / max_len bounds its final normalised score
             best_done = max((f[0] for f in finished[r]), default=float("-inf"))
-            best_live = max((s / len(q) for s, q in cands), default=float("-inf"))
-            if not cands or len(finished[r]) >= K or best_done >= best_live:
-                continue
-            for k in range(K):
-                scores[r, k], seqs[r * K + k] = cands[k] if k < len(cands) else (float("-inf"), [])
-            still.append(r)
+            beams[r] = [c for c in cands if c[0] / max_len > best_done]
+            if beams[r] and len(finished[r]) < K:
+                still.append(r)
         alive = still
     out = []
     for r in range(n_images):
         if finished[r]:
             out.append(max(finished[r], key=lambda f: f[0])[1])
-        else:  # length limit: the best live beam, cut back to a complete sentence
-            k = int(scores[r].argmax())
-            out.append(constraints.complete(seqs[r * K + k]))
+        elif beams[r]:  # length limit: the best live beam, cut back to a complete sentence
+            out.append(constraints.complete(max(beams[r], key=lambda c: c[0])[1]))
+        else:
+            out.append([])
     return out
 
 
