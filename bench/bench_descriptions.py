@@ -155,23 +155,49 @@ def score_descriptions(cells, sentences: list[list[str]], source_sentences: set[
     }
 
 
-def score_grounding(ctx, cell_ids: list[str], first: list[str], correct: np.ndarray) -> dict:
-    """Grounding (the app's badge score) of each generated first sentence; AUC correct vs wrong."""
-    from urbanclip.services.profile import GROUNDING, description_grounding
+def score_grounding(ctx, cells, first: list[str], correct: np.ndarray, seed: int = 0) -> dict:
+    """The app's grounding badge (services.profile.description_grounding) on first sentences.
 
-    scores = []
-    for cid, f in zip(cell_ids, first):
-        g = description_grounding(ctx, cid, [f]) if f else None
-        scores.append(g.score if g is not None and hasattr(g, "score") else
-                      (g.mean_percentile if g is not None else math.nan))
-    s = np.asarray(scores, dtype=np.float64)
-    ok = np.isfinite(s)
-    wrong = ok & ~correct
-    return {"grounding_auc": roc_auc(s[ok], correct[ok]),
-            "wrong_badged_grounded": float((s[wrong] >= GROUNDING.threshold).mean()) if wrong.any() else math.nan,
-            "correct_badged_grounded": float((s[ok & correct] >= GROUNDING.threshold).mean()) if (ok & correct).any()
-            else math.nan,
-            "grounding_threshold": GROUNDING.threshold, "grounding_wrong_n": int(wrong.sum())}
+    generated: each cell's generated first sentence, correct vs wrong (AUC of the badge's score,
+    and of the contrastive percentile alone). controlled: each cell's own source lead sentence
+    (naming only its true class) vs a lead sentence of another class taken from another cell.
+    """
+    from urbanclip.data.demo import LANDUSE_KEYWORDS
+    from urbanclip.data.workspace import split_sentences
+    from urbanclip.services.profile import description_grounding
+
+    def grade(cid: str, sentence: str) -> tuple[float, float, float]:
+        g = description_grounding(ctx, cid, [sentence]) if sentence else None
+        return (math.nan, math.nan, math.nan) if g is None else (g.score, g.mean_percentile, float(g.low))
+
+    ids = [str(c) for c in cells["cell_id"]]
+    landuse = cells["demo_landuse"].astype(str).tolist()
+    gen = np.array([grade(c, f) for c, f in zip(ids, first)])
+    ok = np.isfinite(gen[:, 0])
+    wrong, right = ok & ~correct, ok & correct
+    leads = {}
+    for t, lu in zip(cells["text_raw"], landuse):
+        lead = (split_sentences(t) or [""])[0]
+        if keyword_classes(lead, LANDUSE_KEYWORDS) == {lu}:
+            leads.setdefault(lu, set()).add(lead)
+    leads = {k: sorted(v) for k, v in leads.items()}
+    rng = np.random.default_rng(seed)
+    pos, neg = [], []
+    for cid, lu in zip(ids, landuse):
+        if lu in leads and len(leads) > 1:
+            pos.append(grade(cid, str(rng.choice(leads[lu]))))
+            neg.append(grade(cid, str(rng.choice(leads[str(rng.choice([k for k in leads if k != lu]))]))))
+    pos, neg = np.array(pos), np.array(neg)
+    both = np.concatenate([pos, neg])
+    label = np.r_[np.ones(len(pos)), np.zeros(len(neg))].astype(bool)
+    return {"grounding_auc": roc_auc(gen[ok, 0], correct[ok]),
+            "grounding_auc_percentile": roc_auc(gen[ok, 1], correct[ok]),
+            "wrong_badged_grounded": float(np.mean(gen[wrong, 2] == 0)) if wrong.any() else math.nan,
+            "correct_badged_grounded": float(np.mean(gen[right, 2] == 0)) if right.any() else math.nan,
+            "grounding_wrong_n": int(wrong.sum()),
+            "grounding_controlled_auc": roc_auc(both[:, 0], label),
+            "grounding_controlled_auc_percentile": roc_auc(both[:, 1], label),
+            "controlled_wrong_badged_grounded": float(np.mean(neg[:, 2] == 0)) if len(neg) else math.nan}
 
 
 def score_lookalikes(ctx, cells, seed: int = 0) -> dict:
@@ -258,7 +284,7 @@ def main() -> None:
     source = {sentence_key(s) for col in [c for c in cells.columns if c.startswith("text_")]
               for t in cells[col] if isinstance(t, str) for s in split_sentences(t)}
     d = score_descriptions(cells, sentences, source)
-    g = score_grounding(ctx, cell_ids, d.pop("first"), d.pop("correct_first"))
+    g = score_grounding(ctx, cells, d.pop("first"), d.pop("correct_first"))
     la = score_lookalikes(ctx, cells)
     ts = score_text_search(ctx, cells)
     result = {"workspace": str(ws.root), "model": str(model_path), "describe_seconds": round(describe_s, 1),
@@ -274,9 +300,13 @@ def main() -> None:
         ("water mentioned when < 2% water", d["water_false_mentions"], ""),
         ("descriptions with an unverifiable claim", d["unverifiable_share"], "<= 0.05"),
         ("generated sentences found verbatim in the workspace text", d["verbatim_source_sentence_share"], ""),
-        ("grounding AUC, correct vs wrong first sentences", g["grounding_auc"], ">= 0.85"),
-        (f"wrong first sentences badged grounded ({g['grounding_wrong_n']})", g["wrong_badged_grounded"], ""),
-        ("correct first sentences badged grounded", g["correct_badged_grounded"], ""),
+        ("grounding AUC, correct vs wrong generated first sentences (badge score)", g["grounding_auc"], ">= 0.85"),
+        ("  ... by the contrastive percentile alone", g["grounding_auc_percentile"], ""),
+        (f"wrong generated first sentences badged grounded ({g['grounding_wrong_n']})", g["wrong_badged_grounded"], ""),
+        ("correct generated first sentences badged grounded", g["correct_badged_grounded"], ""),
+        ("grounding AUC, own-class vs other-class lead sentence (badge score)", g["grounding_controlled_auc"], ""),
+        ("  ... by the contrastive percentile alone", g["grounding_controlled_auc_percentile"], ""),
+        ("other-class lead sentences badged grounded", g["controlled_wrong_badged_grounded"], ""),
         ("look-alikes: top-1 score >= 0.999", la["lookalike_top1_ge_0999"], "<= 0.05"),
         (f"look-alikes: effective rank (of {la['embedding_dim']})", la["effective_rank"], ">= 8"),
         (f"look-alikes: top-5 land-use agreement (chance {la['lookalike_landuse_chance']:.2f})",

@@ -164,6 +164,9 @@ def test_profile_carries_grounding_with_a_model(tiny_workspace_copy, model):
     assert prof.source_grounding is not None
     assert len(prof.source_grounding.sentences) == len(split_sentences(prof.source_description))
     assert isinstance(prof.grounding.low, bool) and "random tiles" in prof.grounding.message()
+    # the captioner's support: one probability per sentence, and the badge judges the first
+    assert len(prof.grounding.support) == 2 and all(0 < p < 1 for p in prof.grounding.support)
+    assert prof.grounding.score == prof.grounding.support[0] and "captioner" in prof.grounding.message()
     # no model: no grounding, and no error
     bare = profile_cell(AppContext(workspace=ws), cid)
     assert bare.grounding is None and bare.source_grounding is None
@@ -222,3 +225,16 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     text = "\n".join(str(e.value) for e in list(at.markdown) + list(at.caption))
     assert "Weakly grounded" in text and "20% of 63 random tiles" in text and "“A river.”" in text
     st.cache_resource.clear()
+
+
+def test_badge_judges_the_lead_sentence_by_captioner_support():
+    from urbanclip.text.faithfulness import DescriptionGrounding
+
+    unsure = DescriptionGrounding(["Farmland.", "A river."], [0.9, 0.8], [1.0, 0.8], 0.5, 63, support=[0.1, 0.6])
+    assert unsure.low and unsure.weak_sentences == ["Farmland."] and unsure.score == 0.1
+    assert "10% probability" in unsure.message() and unsure.message().startswith("Weakly grounded")
+    sure = DescriptionGrounding(["Farmland.", "A river."], [0.3, 0.8], [-0.5, 0.8], 0.5, 63, support=[0.4, 0.6])
+    assert not sure.low and sure.weak_sentences == ["Farmland."]  # not low, but the percentile still lists it
+    no_image = DescriptionGrounding(["Farmland."], [0.3], [-0.5], 0.5, 63)
+    assert no_image.low and no_image.score == 0.3  # without support: the mean percentile, as before
+

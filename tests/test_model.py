@@ -163,3 +163,14 @@ def test_init_visual_from_local_checkpoint(tmp_path, model):
     assert torch.equal(model.visual.pos_embed, donor.visual.pos_embed)
     with pytest.raises(UserError, match="does not exist"):
         model.init_visual_from(tmp_path / "missing.pth")
+
+
+def test_sentence_logprobs_split_the_caption_loglikelihood_by_sentence(model):
+    tok = model.tokenizer
+    sents = ["a green park with trees.", "a wide river with water."]
+    lp = model.sentence_logprobs(_images(1), [sents])[0]
+    ids = torch.tensor([[tok.bos_id] + tok.encode(sents[0]) + tok.encode(sents[1])])
+    logits = model.caption_logits(_images(1), ids[:, :-1]).log_softmax(-1)
+    total = logits.gather(-1, ids[:, 1:, None]).sum()
+    assert len(lp) == 2 and all(v < 0 for v in lp)
+    assert abs(sum(lp) - float(total)) < 1e-3

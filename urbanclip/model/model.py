@@ -331,6 +331,33 @@ class UrbanCLIP(nn.Module):
         logits = self._multimodal(text_states, self.caption_pool(tokens)) if captions else None
         return CoCaOutput(image_emb, text_emb, logits, targets, self.logit_scale)
 
+    @torch.no_grad()
+    def sentence_logprobs(self, images: torch.Tensor, descriptions: list[list[str]]) -> list[list[float]]:
+        """log P(sentence | image, the sentences before it) under the captioner, for every sentence of
+        every description (teacher forcing, one pass); NaN for sentences beyond the context length."""
+        tok = self._need_text()
+        rows, spans = [], []
+        for sents in descriptions:
+            ids, marks = [tok.bos_id], []
+            for s in sents:
+                piece = tok.encode(s)
+                marks.append((len(ids), len(ids) + len(piece)))
+                ids += piece
+            rows.append(ids[:self.config.context_length])
+            spans.append(marks)
+        width = max(len(r) for r in rows) if rows else 1
+        ids = torch.full((len(rows), max(width, 2)), tok.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        ids = ids.to(self.device)
+        logp = self.caption_logits(images, ids[:, :-1]).float().log_softmax(-1)
+        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()  # [b, l-1]: log P(ids[t] | ids[:t])
+        out = []
+        for i, marks in enumerate(spans):
+            out.append([float(token_lp[i, a - 1:b - 1].sum()) if b <= len(rows[i]) else float("nan")
+                        for a, b in marks])
+        return out
+
     # -- generation -------------------------------------------------------------------
     def _banned(self, tok: UrbanTokenizer) -> torch.Tensor:
         """Token ids generation must never emit: padding, BOS, [CLS] and ids the tokenizer does not have."""

@@ -92,11 +92,11 @@ def generate_description(ctx: AppContext, cell_id: str) -> str:
 
 def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
                           cfg: GroundingConfig = GROUNDING) -> DescriptionGrounding | None:
-    """How well `sentences` fit this cell's tile versus random tiles of its city (urbanclip.text.faithfulness).
-
-    Uses the cached image embeddings (no image forward pass) and the text tower on a few
-    sentences. None when it cannot be measured: no model with a text tower, embeddings not
-    from that model, no embedding for the cell, or no sentence.
+    """How well `sentences` fit this cell's tile (urbanclip.text.faithfulness): versus random tiles
+    of its city (cached image embeddings, the text tower on a few sentences) and by the captioner's
+    support of each sentence (one decoder pass over the tile). None when it cannot be measured:
+    no model with a text tower, embeddings not from that model, no embedding for the cell, or no
+    sentence.
     """
     model = ctx.model
     if model is None or not getattr(model, "has_text", False) or ctx.vectors is None:
@@ -111,7 +111,8 @@ def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
     same_city = np.flatnonzero(np.asarray([city_of.get(c) == city for c in ctx.cell_ids]))
     rows = reference_rows(same_city, city, cfg)
     rows = rows[np.asarray([ctx.cell_ids[r] != cell_id for r in rows], dtype=bool)]
-    return ground_description(model, vec, ctx.vectors[rows], sentences, cfg)
+    image = ctx.workspace.load_image(cell_id)  # for the captioner's support of each sentence
+    return ground_description(model, vec, ctx.vectors[rows], sentences, cfg, image=image)
 
 
 def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,

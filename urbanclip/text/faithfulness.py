@@ -42,6 +42,7 @@ from urbanclip.errors import UserError
 from urbanclip.data.workspace import Workspace, atomic_write_bytes, atomic_write_json, split_sentences
 
 GENERATED = "generated"
+SUPPORT_THRESHOLD = 0.2  # badge: the captioner gives the lead sentence less than this probability
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s.!?,;:]+$")
 
@@ -236,13 +237,25 @@ def ground_sentences(model: Any, workspace: Workspace, sentences_by_cell: Mappin
 
 @dataclass
 class DescriptionGrounding:
-    """Grounding of one description (the side panel's badge)."""
+    """Grounding of one description (the side panel's badge).
+
+    `percentiles`/`z`: the contrastive check per sentence (own tile vs random tiles of the city).
+    `support`: the captioner's check, P(sentence | tile, the sentences before it) per sentence
+    (`UrbanCLIP.sentence_logprobs`), when the tile image was available. With support, the badge
+    judges the lead sentence, which states the land use: below `support_threshold` the captioner
+    is split between this reading of the tile and others. Measured on the demo (bench/
+    bench_descriptions.py), support separates right from wrong land-use sentences far better than
+    the percentile: a wrong lead sentence is most often the tile's second land use, and a tile
+    that is 45% houses fits "houses" better than random tiles do, so its percentile stays high.
+    """
 
     sentences: list[str]
     percentiles: list[float]
     z: list[float]
     threshold: float
     n_reference: int
+    support: list[float] | None = None
+    support_threshold: float = SUPPORT_THRESHOLD
 
     @property
     def mean_percentile(self) -> float:
@@ -250,27 +263,62 @@ class DescriptionGrounding:
         return float(np.mean(vals)) if vals else math.nan
 
     @property
+    def lead_support(self) -> float:
+        return float(self.support[0]) if self.support and math.isfinite(self.support[0]) else math.nan
+
+    @property
+    def score(self) -> float:
+        """What the badge judges: the lead sentence's support, else the mean percentile."""
+        return self.lead_support if math.isfinite(self.lead_support) else self.mean_percentile
+
+    @property
     def low(self) -> bool:
-        """The description as a whole fits its tile no better than `threshold` of random tiles."""
+        """The lead sentence's support is below `support_threshold` (or, without support, the
+        description as a whole fits its tile no better than `threshold` of random tiles)."""
+        if math.isfinite(self.lead_support):
+            return self.lead_support < self.support_threshold
         m = self.mean_percentile
         return math.isfinite(m) and m < self.threshold
 
     @property
     def weak_sentences(self) -> list[str]:
-        return [s for s, p in zip(self.sentences, self.percentiles) if math.isfinite(p) and p < self.threshold]
+        weak = [self.sentences[0]] if math.isfinite(self.lead_support) and self.low else []
+        return weak + [s for s, p in zip(self.sentences, self.percentiles)
+                       if math.isfinite(p) and p < self.threshold and s not in weak]
 
     def message(self) -> str:
         m = self.mean_percentile
-        if not math.isfinite(m):
+        if not math.isfinite(m) and not math.isfinite(self.lead_support):
             return "Grounding could not be measured."
-        head = (f"fits its own tile better than {m:.0%} of {self.n_reference} random tiles of the city "
-                "(50% = no better than chance)")
-        return ("Weakly grounded: " if self.low else "Grounded: ") + head
+        parts = []
+        if math.isfinite(self.lead_support):
+            parts.append(f"the captioner gives the first sentence {self.lead_support:.0%} probability for this tile "
+                         f"(below {self.support_threshold:.0%}: it is torn between readings)")
+        if math.isfinite(m):
+            parts.append(f"the sentences fit their own tile better than {m:.0%} of {self.n_reference} random "
+                         "tiles of the city (50% = no better than chance)")
+        return ("Weakly grounded: " if self.low else "Grounded: ") + "; ".join(parts)
+
+
+def captioner_support(model: Any, image: Any, sentences: Sequence[str]) -> list[float]:
+    """P(sentence | tile, the sentences before it) for each sentence, from the captioner of `model`;
+    `image` is a PIL tile or a model-ready tensor [3, S, S]."""
+    import torch
+
+    from urbanclip.model.transforms import eval_transform
+
+    _need_text_model(model)
+    x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
+    with torch.inference_mode():
+        lp = model.sentence_logprobs(x.unsqueeze(0), [list(sentences)])[0]
+    return [float(math.exp(v)) if math.isfinite(v) else math.nan for v in lp]
 
 
 def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: np.ndarray,
-                       sentences: Sequence[str], cfg: GroundingConfig | None = None) -> DescriptionGrounding | None:
-    """Grounding of one tile's sentences against precomputed image embeddings (no image forward pass).
+                       sentences: Sequence[str], cfg: GroundingConfig | None = None,
+                       image: Any = None) -> DescriptionGrounding | None:
+    """Grounding of one tile's sentences against precomputed image embeddings, plus the captioner's
+    support of each sentence when the tile `image` is given (one teacher-forced decoder pass).
 
     `reference_vectors` [R, D]: embeddings of random tiles of the same city, the tile itself excluded.
     None when there is nothing to ground (no sentence, no reference tiles).
@@ -283,7 +331,9 @@ def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: 
     text = encode_sentences(model, sents, cfg.batch_size)
     own = np.asarray(image_vector, dtype=np.float32) @ text.T
     pct, z = grounding_scores(own, ref @ text.T)
-    return DescriptionGrounding(sents, [float(p) for p in pct], [float(v) for v in z], cfg.threshold, int(ref.shape[0]))
+    support = captioner_support(model, image, sents) if image is not None else None
+    return DescriptionGrounding(sents, [float(p) for p in pct], [float(v) for v in z], cfg.threshold,
+                                int(ref.shape[0]), support)
 
 
 # ---------------------------------------------------------------------------------

@@ -97,3 +97,43 @@ def eval_texts(sentences: list[list[str]], mode: str) -> list[str]:
         return [" ".join(topic_order(s)) for s in sentences]
     return [" ".join(s) if mode == "full" else (s[0] if s else "") for s in sentences]
 
+
+def concept_key(sentences: list[str]) -> str:
+    """What a description is mainly about, for balancing: the land-use and water words of its lead
+    sentence (`refine.TOPICS`), sorted ("" when it names none)."""
+    from urbanclip.text.refine import TOPICS
+
+    lead = sentences[0] if sentences else ""
+    words = {w.lower() for _, rx in TOPICS[:2] for w in rx.findall(lead)}
+    return " ".join(sorted(words))
+
+
+class BalancedSampler:
+    """An epoch of `len(keys)` draws with replacement, each tile weighted by count(key) ** -power.
+
+    Rebalances a skewed mix of descriptions so rare ones are seen more often, the way
+    MetaCLIP balances image-text pairs over concept entries and XLM samples languages
+    (q ~ p^alpha with alpha = 1 - power). power 0 = every tile alike; 1 = every concept alike.
+    The order depends only on (seed, epoch), the same on every rank, each rank taking its
+    stride of it (drop_last), so `--resume` continues bit-for-bit as with DistributedSampler.
+    """
+
+    def __init__(self, keys: list[str], power: float, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        from collections import Counter
+
+        counts = Counter(keys)
+        self.weights = torch.tensor([counts[k] ** -float(power) for k in keys], dtype=torch.double)
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.per_rank = len(keys) // num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.multinomial(self.weights, self.per_rank * self.num_replicas, replacement=True, generator=gen)
+        return iter(order[self.rank::self.num_replicas].tolist())
+

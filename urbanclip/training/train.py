@@ -30,7 +30,8 @@ from torch.utils.data import DistributedSampler
 from urbanclip.model import checkpoint as ckptmod
 from urbanclip.model.config import ModelConfig, TrainConfig, save_config
 from urbanclip.model.transforms import augment, normalise
-from urbanclip.training.dataset import TileDataset, TileSet, eval_texts, load_tiles, pick_texts, step_generator
+from urbanclip.training.dataset import (BalancedSampler, TileDataset, TileSet, concept_key, eval_texts, load_tiles,
+                                       pick_texts, step_generator)
 from urbanclip.training.distributed import DistEnv, autocast, barrier, init_distributed, shutdown
 from urbanclip.errors import UserError
 from urbanclip.model.losses import CoCaLoss, LossOutput, TwoViewLoss
@@ -118,6 +119,7 @@ def _check_resume(ckpt: dict[str, Any], model_cfg: ModelConfig, train_cfg: Train
     ckptmod.check_compatible(ckpt, model_cfg)
     stored = ckpt.get("train_config") or {}
     wanted = dataclasses.asdict(train_cfg)
+    stored = {**dataclasses.asdict(TrainConfig()), **stored}  # fields added since the checkpoint keep their defaults
     diff = [f"train.{k}={stored.get(k)!r} in the checkpoint but {wanted[k]!r} now"
             for k in wanted if k not in RESUMABLE_CHANGES and stored.get(k) != wanted[k]]
     if diff:
@@ -198,8 +200,12 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
             find_unused_parameters=cfg.lambda_con == 0 or cfg.lambda_lm == 0)
 
     batch_size = min(cfg.batch_size, len(train) // env.world_size)
-    sampler = DistributedSampler(TileDataset(train), num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
+    if cfg.balance > 0 and not cfg.image_only:
+        sampler = BalancedSampler([concept_key(s) for s in train.sentences], cfg.balance, env.world_size,
+                                  env.rank, cfg.seed)
+    else:
+        sampler = DistributedSampler(TileDataset(train), num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
     steps_per_epoch = max(len(sampler) // batch_size, 1)
     schedule_steps = cfg.epochs * steps_per_epoch
     total_steps = min(schedule_steps, cfg.max_steps or schedule_steps)
