@@ -164,9 +164,8 @@ def test_profile_carries_grounding_with_a_model(tiny_workspace_copy, model):
     assert prof.source_grounding is not None
     assert len(prof.source_grounding.sentences) == len(split_sentences(prof.source_description))
     assert isinstance(prof.grounding.low, bool) and "random tiles" in prof.grounding.message()
-    # the captioner's support: one probability per sentence, and the badge judges the first
+    # the captioner's support: one probability per sentence (no reference: this checkpoint was not trained)
     assert len(prof.grounding.support) == 2 and all(0 < p < 1 for p in prof.grounding.support)
-    assert prof.grounding.score == prof.grounding.support[0] and "captioner" in prof.grounding.message()
     # no model: no grounding, and no error
     bare = profile_cell(AppContext(workspace=ws), cid)
     assert bare.grounding is None and bare.source_grounding is None
@@ -227,14 +226,16 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     st.cache_resource.clear()
 
 
-def test_badge_judges_the_lead_sentence_by_captioner_support():
+def test_badge_ranks_the_first_sentence_against_the_captioners_own_first_sentences():
     from urbanclip.text.faithfulness import DescriptionGrounding
 
-    unsure = DescriptionGrounding(["Farmland.", "A river."], [0.9, 0.8], [1.0, 0.8], 0.5, 63, support=[0.1, 0.6])
-    assert unsure.low and unsure.weak_sentences == ["Farmland."] and unsure.score == 0.1
-    assert "10% probability" in unsure.message() and unsure.message().startswith("Weakly grounded")
-    sure = DescriptionGrounding(["Farmland.", "A river."], [0.3, 0.8], [-0.5, 0.8], 0.5, 63, support=[0.4, 0.6])
-    assert not sure.low and sure.weak_sentences == ["Farmland."]  # not low, but the percentile still lists it
-    no_image = DescriptionGrounding(["Farmland."], [0.3], [-0.5], 0.5, 63)
-    assert no_image.low and no_image.score == 0.3  # without support: the mean percentile, as before
-
+    ref = [0.05, 0.1, 0.2, 0.3, 0.5]  # quantiles 0, .25, .5, .75, 1 of held-out first-sentence support
+    unsure = DescriptionGrounding(["Farmland.", "A river."], [0.9, 0.8], [1.0, 0.8], 0.5, 63, [0.075, 0.6], ref)
+    assert unsure.support_rank == pytest.approx(0.125) and unsure.low and unsure.weak_sentences == ["Farmland."]
+    assert "12% of the first sentences" in unsure.message() and unsure.message().startswith("Weakly grounded")
+    sure = DescriptionGrounding(["Farmland.", "A river."], [0.72, 0.3], [0.5, -0.5], 0.5, 63, [0.2, 0.6], ref)
+    assert not sure.low and sure.score == pytest.approx(0.6) and sure.weak_sentences == ["A river."]
+    off = DescriptionGrounding(["Water."], [0.2], [-1.0], 0.5, 63, [0.4], ref)  # sure, but fits worse than chance
+    assert off.low
+    no_reference = DescriptionGrounding(["Farmland."], [0.3], [-0.5], 0.5, 63, [0.4])
+    assert no_reference.low and no_reference.score == 0.3  # an older checkpoint: the mean percentile, as before

@@ -185,8 +185,11 @@ def build_model(ckpt: dict[str, Any]) -> Any:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """The model of a run folder or checkpoint file, in eval mode with its tokenizer attached."""
-    model = build_model(read_checkpoint(path))
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt)
     model.checkpoint_path = resolve(path)
+    # the grounding badge's reference (train.evaluate); None for checkpoints written before it existed
+    model.lead_support_reference = ((ckpt.get("extra") or {}).get("grounding") or {}).get("lead_support_quantiles")
     return model.to(device).eval()
 
 

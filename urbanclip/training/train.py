@@ -34,6 +34,7 @@ from urbanclip.training.dataset import (BalancedSampler, TileDataset, TileSet, c
                                        pick_texts, step_generator)
 from urbanclip.training.distributed import DistEnv, autocast, barrier, init_distributed, shutdown
 from urbanclip.errors import UserError
+from urbanclip.text.captioners.base import split_generated
 from urbanclip.model.losses import CoCaLoss, LossOutput, TwoViewLoss
 from urbanclip.model.model import UrbanCLIP
 from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
@@ -219,12 +220,12 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
     val = load_tiles(ws, "val", model_cfg.image_size, text_column, require_text=not cfg.image_only,
                      max_cells=cfg.eval_cells, seed=cfg.seed)
 
-    def save(half: bool = False, path: Path = out / ckptmod.TRAIN_STATE_FILE) -> None:
+    def save(half: bool = False, path: Path = out / ckptmod.TRAIN_STATE_FILE, **extra: Any) -> None:
         if env.is_main:
             ckptmod.save_checkpoint(path, model, step=step, epoch=step // steps_per_epoch, train_cfg=cfg,
                                     workspace_fingerprint=fingerprint, optimizer=None if half else optimizer,
                                     scheduler=None if half else scheduler, half=half,
-                                    extra={"workspace": str(ws.root), "text_column": text_column})
+                                    extra={"workspace": str(ws.root), "text_column": text_column, **extra})
 
     if env.is_main:
         save_config(out / CONFIG_FILE, model_cfg, cfg)
@@ -299,10 +300,13 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
     }
     if env.is_main:
         if status == "completed":
-            save(half=True, path=out / ckptmod.MODEL_FILE)
+            grounding = {}
             if not cfg.image_only and len(val) >= 2:
                 tracker.message("evaluating on the val split (retrieval, generated descriptions)...")
                 summary["eval"] = evaluate(model, val, cfg, seed=cfg.seed)
+                if "lead_support_quantiles" in summary["eval"]:  # the grounding badge's reference
+                    grounding = {"grounding": {"lead_support_quantiles": summary["eval"]["lead_support_quantiles"]}}
+            save(half=True, path=out / ckptmod.MODEL_FILE, **grounding)
         summary["train_seconds"] = round(time.time() - t_start, 1)
         atomic_write_json(out / SUMMARY_FILE, summary)
         tracker.end(status, summary)
@@ -351,7 +355,7 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
     """Measured, not assumed: image->text recall@1/@5 against chance, and land-use word hits of captions.
 
     Retrieval: every val tile against every val tile's description as training
-    saw it (`eval_texts`; chance recall@k = k/N; ties count as misses). Captions: greedy descriptions of up to
+    saw it (`eval_texts`; chance recall@k = k/N; ties count as misses). Captions: descriptions (`generate`) of up to
     `cfg.eval_generate` val tiles; a hit = it mentions a keyword of the tile's true
     land-use class (demo workspaces only); chance = the same rate against the
     keywords of a random other tile.
@@ -381,6 +385,14 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
         for i in range(0, m, batch_size):
             captions += model.generate(x[i:min(i + batch_size, m)].to(device))
         result["n_generated"] = m
+        # how sure the captioner is of the first sentence it writes for held-out tiles: the reference the
+        # grounding badge ranks a tile's first sentence against (text.faithfulness.DescriptionGrounding)
+        firsts = [split_generated(c)[:1] for c in captions]
+        lead_lp = [lp[0] for i in range(0, m, batch_size)
+                   for lp in model.sentence_logprobs(x[i:min(i + batch_size, m)].to(device), firsts[i:i + batch_size])
+                   if lp]
+        if lead_lp:
+            result["lead_support_quantiles"] = [float(v) for v in np.exp(np.quantile(lead_lp, np.linspace(0, 1, 21)))]
         result["examples"] = [{"cell_id": c, "generated": g, "source": s}
                               for c, g, s in zip(val.cell_ids[:5], captions[:5], texts[:5])]
         if val.landuse is not None:
