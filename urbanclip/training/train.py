@@ -258,11 +258,11 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
                         texts = pick_texts([train.sentences[i] for i in idx], cfg.text_sampling, gen)
                         short = short_texts(texts, [train.sentences[i] for i in idx], cfg.short_text_rate, gen)
                         ids, mask = tokenizer.encode_batch(texts, model_cfg.context_length)
-                        fwd = forward(x, ids.to(env.device), mask.to(env.device), **loss_fn.needs)
-                        if short.any() and fwd.targets is not None:  # one sentence: contrast it, do not caption it
-                            fwd = fwd._replace(targets=fwd.targets.masked_fill(short[:, None].to(env.device),
+                        out = forward(x, ids.to(env.device), mask.to(env.device), **loss_fn.needs)
+                        if short.any() and out.targets is not None:  # one sentence: contrast it, do not caption it
+                            out = out._replace(targets=out.targets.masked_fill(short[:, None].to(env.device),
                                                                                tokenizer.pad_id))
-                        losses = loss_fn(fwd)
+                        losses = loss_fn(out)
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
