@@ -94,7 +94,6 @@ class TrainConfig:
     text_sampling: str = "sentence"  # "sentence": one random sentence per step; "full": whole description, truncated;
                                      # "topics": whole description in topic order (refine.topic_order)
     image_only: bool = False        # UrbanViT: no text, image-image (SimCLR) contrast of two views
-    short_text_rate: float = 0.0    # share of pairs whose text is one random sentence, for the contrastive loss only
     balance: float = 0.0            # 0 = tiles drawn alike; >0: tile weight = count(lead-sentence concept) ** -balance
                                     # (training.dataset.BalancedSampler; MetaCLIP-style rebalancing of rare descriptions)
     checkpoint_every: int = 200     # steps between checkpoints (0 = only at the end)
@@ -117,8 +116,6 @@ class TrainConfig:
                 raise UserError(f"{where}: field '{name}' must be >= 0, got {getattr(self, name)!r}")
         if not self.image_only and self.lambda_con == 0 and self.lambda_lm == 0:
             raise UserError(f"{where}: lambda_con and lambda_lm are both 0, so nothing would be learned")
-        if not 0 <= self.short_text_rate < 1:
-            raise UserError(f"{where}: field 'short_text_rate' must be within [0, 1), got {self.short_text_rate!r}")
         if not 0 <= self.balance <= 1:
             raise UserError(f"{where}: field 'balance' must be within [0, 1] (0 = off, 1 = every concept alike), "
                             f"got {self.balance!r}")

@@ -256,13 +256,8 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
                     else:
                         x = normalise(augment(images, gen)).to(env.device)
                         texts = pick_texts([train.sentences[i] for i in idx], cfg.text_sampling, gen)
-                        short = short_texts(texts, [train.sentences[i] for i in idx], cfg.short_text_rate, gen)
                         ids, mask = tokenizer.encode_batch(texts, model_cfg.context_length)
-                        out = forward(x, ids.to(env.device), mask.to(env.device), **loss_fn.needs)
-                        if short.any() and out.targets is not None:  # one sentence: contrast it, do not caption it
-                            out = out._replace(targets=out.targets.masked_fill(short[:, None].to(env.device),
-                                                                               tokenizer.pad_id))
-                        losses = loss_fn(out)
+                        losses = loss_fn(forward(x, ids.to(env.device), mask.to(env.device), **loss_fn.needs))
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
@@ -348,23 +343,6 @@ def _val_losses(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, tokenizer: Urb
     return {k: v / n for k, v in totals.items()}
 
 
-
-
-def short_texts(texts: list[str], sentences: list[list[str]], rate: float, gen: torch.Generator) -> torch.Tensor:
-    """Replace, in place, a `rate` share of `texts` by one random sentence of their description and
-    return which ones (bool [n]). Those pairs train the contrastive loss only: the text tower
-    learns short queries ("water", "apartment blocks") too, while the captioner keeps learning
-    whole descriptions (their caption targets are masked)."""
-    if rate <= 0:
-        return torch.zeros(len(texts), dtype=torch.bool)
-    short = torch.rand(len(texts), generator=gen) < rate
-    picks = torch.randint(0, 1 << 30, (len(texts),), generator=gen).tolist()
-    for i in torch.nonzero(short).flatten().tolist():
-        if sentences[i]:
-            texts[i] = sentences[i][picks[i] % len(sentences[i])]
-        else:
-            short[i] = False
-    return short
 
 
 def _mentions(text: str, words: list[str]) -> bool:

@@ -1,4 +1,4 @@
-"""Training data: balanced sampling (rare descriptions drawn more often, reproducible per epoch), short texts."""
+"""Balanced sampling of training tiles: rare descriptions drawn more often, reproducible per epoch."""
 
 from __future__ import annotations
 
@@ -35,20 +35,3 @@ def test_ranks_take_disjoint_strides_of_one_global_order():
     whole = BalancedSampler(keys, 0.5, num_replicas=1, rank=0)
     assert len(a) == len(b) == 25
     assert list(a) == list(whole)[:50:2] and list(b) == list(whole)[1:50:2]
-
-
-def test_short_texts_swap_a_share_of_descriptions_for_one_of_their_sentences():
-    import torch
-
-    from urbanclip.training.train import short_texts
-
-    sentences = [[f"Sentence {i} a.", f"Sentence {i} b."] for i in range(200)]
-    texts = [" ".join(s) for s in sentences]
-    short = short_texts(texts, sentences, 0.25, torch.Generator().manual_seed(0))
-    assert 25 < int(short.sum()) < 75
-    for i, t in enumerate(texts):
-        assert (t in sentences[i]) if short[i] else (t == " ".join(sentences[i]))
-    again = [" ".join(s) for s in sentences]
-    assert torch.equal(short_texts(again, sentences, 0.25, torch.Generator().manual_seed(0)), short) and again == texts
-    untouched = [" ".join(s) for s in sentences]
-    assert not short_texts(untouched, sentences, 0.0, torch.Generator()).any()
