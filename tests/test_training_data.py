@@ -1,4 +1,4 @@
-"""Balanced sampling of training tiles: rare descriptions drawn more often, reproducible per epoch."""
+"""Training data: balanced sampling of tiles (rare descriptions drawn more often, reproducible per epoch)."""
 
 from __future__ import annotations
 
