@@ -10,9 +10,11 @@ The model supplies one function, `step(ids [n, t], rows [n]) -> log-probs [n, vo
 Every strategy obeys the same `Constraints`, which make a description readable:
   - no repeated sentence: the token that would close a sentence identical to an earlier
     one is banned, so beam search keeps another continuation instead of stopping there;
-  - no repeated n-gram inside the description, counting only n-grams that lie within
-    one sentence (template sentences legitimately share "... across the area." across
-    sentences; a loop "the area is a few trees are a few trees" repeats within one);
+  - no repeated n-gram inside a sentence (a loop "the area is a few trees are a few trees");
+    across sentences only whole sentences are compared, because different sentences
+    legitimately share phrases ("... cuts straight across the area.", "Some trees are
+    scattered across the area."): blocking those made greedy decoding write "Some trees are
+    scattered across the area covers the area." for 29 demo tiles;
   - no end of text in the middle of a sentence, and never an empty description.
 A description that hits the length limit is cut back to its last complete sentence,
 and `tidy` capitalises the (lower-cased) sentences.
@@ -41,7 +43,7 @@ class DecodeConfig:
     strategy: str = "beam"          # beam | greedy (= beam of 1) | top-p
     beam_size: int = 4
     max_len: int = 63               # new tokens; the model caps it at context_length - 1
-    no_repeat_ngram: int = 4        # 0 = off; n-grams within a sentence may not occur twice
+    no_repeat_ngram: int = 4        # 0 = off; an n-gram may not occur twice within one sentence
     no_repeat_sentence: bool = True
     top_p: float = 0.9
     temperature: float = 1.0
@@ -91,12 +93,11 @@ class Constraints:
         if self.no_repeat_sentence and cur:
             said = set(done)
             out += [e for e in self.ends if tuple(cur) + (e,) in said]
-        if self.n and len(cur) >= self.n - 1:
+        if self.n and len(cur) >= self.n - 1:  # a loop inside the sentence being written
             prefix = tuple(cur[-(self.n - 1):])
-            for sent in done + [tuple(cur)]:
-                for i in range(len(sent) - self.n + 1):
-                    if tuple(sent[i:i + self.n - 1]) == prefix:
-                        out.append(sent[i + self.n - 1])
+            for i in range(len(cur) - self.n + 1):
+                if tuple(cur[i:i + self.n - 1]) == prefix:
+                    out.append(cur[i + self.n - 1])
         return out
 
     def complete(self, seq: Sequence[int]) -> list[int]:
