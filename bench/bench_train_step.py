@@ -1,16 +1,20 @@
-"""Training-step throughput (images/s) of our UrbanCLIP vs lucidrains' CoCa (`coca-pytorch`).
+"""Training-step throughput (images/s) of our UrbanCLIP vs two CoCa references.
 
-Both models get the SAME image encoder (timm ViT of the config's size, all
-tokens out), the same text width / depth (unimodal + multimodal) / heads,
-vocabulary, number of visual queries, image size and sequence length; each step
-is forward (contrastive + captioning loss) + backward + AdamW. Rounds alternate
-between the two models so load from other processes hits both alike; we report
-the median images/s over rounds and the ratio ours / CoCa.
+* `coca-pytorch` (lucidrains' CoCa) gets the SAME image encoder (timm ViT of the
+  config's size, all tokens out);
+* `open_clip` (open-clip-torch's `CoCa` and `CoCaLoss`) builds its own ViT of the same
+  width / depth / heads / patch size with its attentional poolers.
+All three have the same text width / depth (unimodal + multimodal) / heads, vocabulary,
+number of visual queries, image size and sequence length; each step is forward
+(contrastive + captioning loss) + backward + AdamW. Rounds alternate between the
+models so load from other processes hits all alike; we report the median images/s
+over rounds and the ratio ours / each reference.
 
     python bench/bench_train_step.py                    # demo config, batch 32
     python bench/bench_train_step.py --config paper-small --batch 16
 
-Needs `pip install coca-pytorch==0.1.0` (pulls only einops; torch untouched).
+Needs `pip install --no-deps coca-pytorch==0.1.0 open-clip-torch==3.3.0 ftfy wcwidth`
+(torch untouched); a reference that is not installed is skipped with a note.
 """
 
 from __future__ import annotations
@@ -74,6 +78,32 @@ def coca(cfg: ModelConfig, vocab: int):
     return model, step
 
 
+def open_clip_coca(cfg: ModelConfig, vocab: int):
+    from open_clip.coca_model import CoCa
+    from open_clip.loss import CoCaLoss as OpenClipCoCaLoss
+
+    vision = dict(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width, layers=cfg.depth,
+                  head_width=cfg.width // cfg.heads, mlp_ratio=cfg.mlp_ratio, attentional_pool=True,
+                  attn_pooler_queries=cfg.n_visual_queries, attn_pooler_heads=cfg.heads, output_tokens=True)
+    text = dict(context_length=cfg.context_length, vocab_size=vocab, width=cfg.text_width, heads=cfg.text_heads,
+                layers=cfg.unimodal_depth, mlp_ratio=cfg.mlp_ratio, embed_cls=True, output_tokens=True)
+    multimodal = dict(context_length=cfg.context_length, vocab_size=vocab, width=cfg.text_width,
+                      heads=cfg.text_heads, layers=cfg.multimodal_depth, mlp_ratio=cfg.mlp_ratio)
+    model = CoCa(embed_dim=cfg.embed_dim, multimodal_cfg=multimodal, text_cfg=text, vision_cfg=vision,
+                 pad_id=0).train()
+    loss_fn = OpenClipCoCaLoss(caption_loss_weight=1.0, clip_loss_weight=1.0, pad_id=0)
+
+    def step(images, ids, mask):
+        out = model(images, ids)
+        con, lm = loss_fn(out["image_features"], out["text_features"], out["logits"], out["labels"],
+                          out["logit_scale"])
+        return con + lm
+    return model, step
+
+
+REFERENCES = {"coca-pytorch": coca, "open_clip": open_clip_coca}
+
+
 def time_steps(model, step, batch, n_steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     t0 = time.perf_counter()
@@ -104,7 +134,13 @@ def main() -> None:
     mask = torch.arange(cfg.context_length)[None] < lengths[:, None]
     ids = ids.masked_fill(~mask, 0)
     batch = (images, ids, mask)
-    models = {"urbanclip": ours(cfg, vocab), "coca-pytorch": coca(cfg, vocab)}
+    models = {"urbanclip": ours(cfg, vocab)}
+    for name, build in REFERENCES.items():
+        try:
+            models[name] = build(cfg, vocab)
+        except ImportError as e:
+            print(f"skipping {name}: {e} (pip install --no-deps coca-pytorch==0.1.0 open-clip-torch==3.3.0 "
+                  "ftfy wcwidth)")
     params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in models.items()}
     for m, step in models.values():  # warm-up: allocator, kernels
         time_steps(m, step, batch, 2)
@@ -113,15 +149,16 @@ def main() -> None:
         for k, (m, step) in models.items():
             rates[k].append(time_steps(m, step, batch, args.steps))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = med["urbanclip"] / med["coca-pytorch"]
+    ratios = {k: med["urbanclip"] / med[k] for k in models if k != "urbanclip"}
     print(f"config {args.config} ({json.dumps(dataclasses.asdict(cfg))}), batch {args.batch}, "
           f"{args.threads} threads, torch {torch.__version__}")
     for k in models:
         print(f"  {k:13s} {med[k]:8.1f} images/s (median of {args.rounds} rounds x {args.steps} steps; "
               f"rounds {[round(r, 1) for r in rates[k]]}), {params[k] / 1e6:.2f} M params")
-    print(f"ratio urbanclip / coca-pytorch = {ratio:.2f}x")
-    print(json.dumps({"config": args.config, "batch": args.batch, "images_per_s": med, "ratio": ratio,
-                      "params": params}))
+    for k, r in ratios.items():
+        print(f"ratio urbanclip / {k} = {r:.2f}x")
+    print(json.dumps({"config": args.config, "batch": args.batch, "threads": args.threads, "images_per_s": med,
+                      "ratios": ratios, "params": params}))
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def test_assess_generated_and_column_and_report(tiny_workspace_copy, model, tmp_
     ws = Workspace.load(tiny_workspace_copy)
     city = ws.cities[1]
     cfg = GroundingConfig(n_reference=16)
-    live = assess(model, ws, city, "generated", cfg, max_len=6, max_cells=5)  # an untrained model: often junk
+    live = assess(model, ws, city, "generated", cfg, max_cells=5)  # an untrained model: often junk
     assert live.cells + live.empty_captions == 5
     caps = ["A park. Trees.", "a park.  trees", "Dense housing.", "A river. A bridge.", "\ufffd\ufffd"]
     gen = assess(model, ws, city, "generated", cfg, max_cells=5, captions=caps)
@@ -147,7 +147,7 @@ def test_faithfulness_command(tiny_workspace_copy, ckpt, tmp_path, capsys):
     ws = Workspace.load(tiny_workspace_copy)
     out = tmp_path / "faith"
     rc = main(["faithfulness", "-w", str(tiny_workspace_copy), "-c", str(ckpt), "--city", ws.cities[0],
-               "--source", "generated,text_raw", "--max-cells", "4", "--max-len", "5", "--n-reference", "8",
+               "--source", "generated,text_raw", "--max-cells", "4", "--max-len", "23", "--n-reference", "8",
                "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
@@ -174,6 +174,8 @@ def test_profile_carries_grounding_with_a_model(tiny_workspace_copy, model):
     assert prof.source_grounding is not None
     assert len(prof.source_grounding.sentences) == len(split_sentences(prof.source_description))
     assert isinstance(prof.grounding.low, bool) and "random tiles" in prof.grounding.message()
+    # the captioner's support: one probability per sentence (no reference: this checkpoint was not trained)
+    assert len(prof.grounding.support) == 2 and all(0 < p < 1 for p in prof.grounding.support)
     # no model: no grounding, and no error
     bare = profile_cell(AppContext(workspace=ws), cid)
     assert bare.grounding is None and bare.source_grounding is None
@@ -231,3 +233,18 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     text = re.sub(r"\\(.)", r"\1", text)  # descriptions are shown Markdown-escaped (ui.plain)
     assert "Weakly grounded" in text and "20% of 63 random tiles" in text and "“A river.”" in text
     st.cache_resource.clear()
+
+
+def test_badge_ranks_the_first_sentence_against_the_captioners_own_first_sentences():
+    from urbanclip.text.faithfulness import DescriptionGrounding
+
+    ref = [0.05, 0.1, 0.2, 0.3, 0.5]  # quantiles 0, .25, .5, .75, 1 of held-out first-sentence support
+    unsure = DescriptionGrounding(["Farmland.", "A river."], [0.9, 0.8], [1.0, 0.8], 0.5, 63, [0.075, 0.6], ref)
+    assert unsure.support_rank == pytest.approx(0.125) and unsure.low and unsure.weak_sentences == ["Farmland."]
+    assert "12% of the first sentences" in unsure.message() and unsure.message().startswith("Weakly grounded")
+    sure = DescriptionGrounding(["Farmland.", "A river."], [0.72, 0.3], [0.5, -0.5], 0.5, 63, [0.2, 0.6], ref)
+    assert not sure.low and sure.score == pytest.approx(0.6) and sure.weak_sentences == ["A river."]
+    off = DescriptionGrounding(["Water."], [0.2], [-1.0], 0.5, 63, [0.4], ref)  # sure, but fits worse than chance
+    assert off.low
+    no_reference = DescriptionGrounding(["Farmland."], [0.3], [-0.5], 0.5, 63, [0.4])
+    assert no_reference.low and no_reference.score == 0.3  # an older checkpoint: the mean percentile, as before

@@ -84,7 +84,7 @@ def test_loss_goes_down_on_a_tiny_batch(tok):
     assert float(out.lm.detach()) < 0.5 * first[2]
     assert float(out.con.detach()) < 0.3 * first[1]
     model.eval()
-    assert model.generate(images[:1], max_len=20)[0] == CAPTIONS[0]
+    assert model.generate(images[:1], max_len=20)[0] == "A green park with trees."
 
 
 def test_ablation_weights_switch_losses_off(model):
@@ -98,14 +98,15 @@ def test_ablation_weights_switch_losses_off(model):
 
 
 class _ScriptedLogits:
-    """Replaces the decoder's next-token distribution: token 10, then 11, then EOS, for every row."""
+    """Replaces the decoder's next-token distribution: "park", ".", then EOS, for every row."""
 
     def __init__(self, model: UrbanCLIP):
         self.model, self.calls = model, 0
+        tok = model.tokenizer
+        self.script = tok.encode("park.") + [tok.eos_id]
 
     def __call__(self, ids, visual, banned, temperature=1.0):
-        script = [10, 11, self.model.tokenizer.eos_id]
-        nxt = script[min(ids.shape[1] - 1, 2)]
+        nxt = self.script[min(ids.shape[1] - 1, len(self.script) - 1)]
         self.calls += 1
         logp = torch.full((ids.shape[0], self.model.config.vocab_size), -1e4)
         logp[:, nxt] = 0.0
@@ -117,9 +118,8 @@ def test_generation_stops_at_eos(model, strategy, monkeypatch):
     scripted = _ScriptedLogits(model)
     monkeypatch.setattr(model, "_next_logprobs", scripted)
     out = model.generate(_images(2), max_len=20, strategy=strategy)
-    expected = model.tokenizer.decode([10, 11])
-    assert out == [expected, expected]
-    assert scripted.calls <= 3 * (2 if strategy == "beam" else 1)  # stopped at EOS, far before max_len
+    assert out == ["Park.", "Park."]  # decoded, capitalised
+    assert scripted.calls <= len(scripted.script)  # stopped at EOS, far before max_len (beams run as one batch)
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "top-p"])
@@ -163,3 +163,14 @@ def test_init_visual_from_local_checkpoint(tmp_path, model):
     assert torch.equal(model.visual.pos_embed, donor.visual.pos_embed)
     with pytest.raises(UserError, match="does not exist"):
         model.init_visual_from(tmp_path / "missing.pth")
+
+
+def test_sentence_logprobs_split_the_caption_loglikelihood_by_sentence(model):
+    tok = model.tokenizer
+    sents = ["a green park with trees.", "a wide river with water."]
+    lp = model.sentence_logprobs(_images(1), [sents])[0]
+    ids = torch.tensor([[tok.bos_id] + tok.encode(sents[0]) + tok.encode(sents[1])])
+    logits = model.caption_logits(_images(1), ids[:, :-1]).log_softmax(-1)
+    total = logits.gather(-1, ids[:, 1:, None]).sum()
+    assert len(lp) == 2 and all(v < 0 for v in lp)
+    assert abs(sum(lp) - float(total)) < 1e-3

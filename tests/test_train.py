@@ -148,6 +148,10 @@ def test_pretrain_on_the_demo_reports_landuse_hits(tiny_workspace_path, tmp_path
     summary = pretrain(tiny_workspace_path, tmp_path / "run", m, t)
     ev = summary["eval"]
     assert 0 <= ev["landuse_hit_rate"] <= 1 and 0 <= ev["landuse_hit_rate_chance"] <= 1
+    # the grounding badge's reference travels in the checkpoint: quantiles of first-sentence support
+    q = ev["lead_support_quantiles"]
+    assert len(q) == 21 and q == sorted(q) and 0 < q[0] and q[-1] <= 1
+    assert load_model(tmp_path / "run").lead_support_reference == q
 
 
 def test_torchrun_two_processes_on_cpu(workspace, tmp_path):

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random reference tiles and --max-cells subset")
     p.add_argument("--max-cells", type=int, default=None,
                    help="assess a seeded random subset of this many cells per city (generation is the slow part)")
-    p.add_argument("--max-len", type=int, default=40, help="generated caption length in tokens (default 40)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="generated caption length limit in tokens (default: the model's context length)")
     p.add_argument("--batch-size", type=int, default=64, help="tiles / sentences per forward pass (default 64)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of Markdown")
 

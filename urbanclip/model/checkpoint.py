@@ -137,7 +137,7 @@ def model_config_of(ckpt: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise UserError(f"checkpoint {where} has model config field(s) {unknown} this urbanclip does not know; "
                         "it was written by a newer version")
-    return ModelConfig(**data)
+    return ModelConfig(**{**ModelConfig.LEGACY, **data})
 
 
 def check_compatible(ckpt: dict[str, Any], model_cfg: ModelConfig) -> None:
@@ -195,6 +195,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
     model.checkpoint_path = resolve(path)
     # where it was trained (the app notes a model from another workspace or domain)
     model.train_provenance = {"workspace_fingerprint": ckpt.get("workspace_fingerprint"), **(ckpt.get("extra") or {})}
+    # the grounding badge's reference (train.evaluate); None for checkpoints written before it existed
+    model.lead_support_reference = ((ckpt.get("extra") or {}).get("grounding") or {}).get("lead_support_quantiles")
     return model.to(device).eval()
 
 

@@ -15,11 +15,11 @@ import importlib.resources
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from urbanclip.errors import UserError
 
-TEXT_SAMPLING = ("sentence", "full")
+TEXT_SAMPLING = ("sentence", "full", "topics")
 
 
 @dataclass
@@ -40,6 +40,13 @@ class ModelConfig:
     vocab_size: int = 8000
     context_length: int = 64        # tokens incl. BOS/EOS (the text [CLS] comes on top)
     init_checkpoint: str | None = None  # local timm / open_clip state dict to start the ViT from
+    # open_clip's attentional pooler (unit-scale normed queries, Xavier projections); False = the
+    # degenerate legacy pooler whose queries all returned the same vector (see model.AttentionalPooler)
+    pooler_query_norm: bool = True
+
+    # Fields added after the first checkpoints, with the value that rebuilds those checkpoints'
+    # architecture; `checkpoint.model_config_of` fills them in when a stored config lacks them.
+    LEGACY: ClassVar[dict[str, Any]] = {"pooler_query_norm": False}
 
     @property
     def unimodal_depth(self) -> int:
@@ -67,6 +74,8 @@ class ModelConfig:
             raise UserError(f"{where}: field 'text_depth' must be >= 2 (half unimodal, half multimodal), got {self.text_depth!r}")
         if self.context_length < 3:
             raise UserError(f"{where}: field 'context_length' must be >= 3 (BOS, a token, EOS), got {self.context_length}")
+        if not isinstance(self.pooler_query_norm, bool):
+            raise UserError(f"{where}: field 'pooler_query_norm' must be true or false, got {self.pooler_query_norm!r}")
         if self.vocab_size < 300:
             raise UserError(f"{where}: field 'vocab_size' must be >= 300 (256 byte symbols + special tokens + merges), got {self.vocab_size}")
 
@@ -86,8 +95,11 @@ class TrainConfig:
     lambda_con: float = 1.0         # 0 = ablation "w/o L_con"
     lambda_lm: float = 1.0          # 0 = ablation "w/o L_lm"
     text_column: str | None = None  # None = workspace.text_column() (refined when present)
-    text_sampling: str = "sentence"  # "sentence": one random sentence per step; "full": whole description, truncated
+    text_sampling: str = "sentence"  # "sentence": one random sentence per step; "full": whole description, truncated;
+                                     # "topics": whole description in topic order (refine.topic_order)
     image_only: bool = False        # UrbanViT: no text, image-image (SimCLR) contrast of two views
+    balance: float = 0.0            # 0 = tiles drawn alike; >0: tile weight = count(lead-sentence concept) ** -balance
+                                    # (training.dataset.BalancedSampler; MetaCLIP-style rebalancing of rare descriptions)
     checkpoint_every: int = 200     # steps between checkpoints (0 = only at the end)
     max_steps: int | None = None    # stop early after this many steps (smoke tests, budgets)
     device: str = "auto"            # auto | cpu | cuda | mps
@@ -108,6 +120,9 @@ class TrainConfig:
                 raise UserError(f"{where}: field '{name}' must be >= 0, got {getattr(self, name)!r}")
         if not self.image_only and self.lambda_con == 0 and self.lambda_lm == 0:
             raise UserError(f"{where}: lambda_con and lambda_lm are both 0, so nothing would be learned")
+        if not 0 <= self.balance <= 1:
+            raise UserError(f"{where}: field 'balance' must be within [0, 1] (0 = off, 1 = every concept alike), "
+                            f"got {self.balance!r}")
         if self.text_sampling not in TEXT_SAMPLING:
             raise UserError(f"{where}: field 'text_sampling' must be one of {TEXT_SAMPLING}, got {self.text_sampling!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):

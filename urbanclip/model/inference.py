@@ -21,8 +21,6 @@ from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
 
 MODEL_KINDS = {"urbanclip": "UrbanCLIP", "urbanvit": "UrbanViT"}
-DESCRIBE_MAX_LEN = 40        # tokens per generated description
-DESCRIBE_STRATEGY = "greedy"  # see UrbanCLIP.generate
 
 
 def need_text_tower(model: Any, what: str = "this") -> None:
@@ -89,27 +87,28 @@ def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 64) -> np.n
     return np.concatenate(out).astype(np.float32)
 
 
-def describe_images(model: Any, images: Sequence[Image.Image], max_len: int = DESCRIBE_MAX_LEN,
-                    strategy: str = DESCRIBE_STRATEGY, batch_size: int = 16) -> list[str]:
-    """The model's description of each tile (the multimodal decoder, `UrbanCLIP.generate`)."""
+def describe_images(model: Any, images: Sequence[Image.Image], decoding: Any = None,
+                    batch_size: int = 16) -> list[str]:
+    """The model's description of each tile (the multimodal decoder, `UrbanCLIP.generate`);
+    `decoding` is a `model.decoding.DecodeConfig`, None = its defaults (beam search)."""
     import torch
 
     need_text_tower(model, "describing tiles")
     out: list[str] = []
     with torch.inference_mode():
         for sl in _batches(len(images), batch_size):
-            out += model.generate(image_batch(model, images[sl]), max_len=max_len, strategy=strategy)
+            out += model.generate(image_batch(model, images[sl]), decoding)
     return out
 
 
-def describe_cells(model: Any, workspace: Workspace, cell_ids: Sequence[str], max_len: int = DESCRIBE_MAX_LEN,
-                   strategy: str = DESCRIBE_STRATEGY, batch_size: int = 16) -> list[str]:
+def describe_cells(model: Any, workspace: Workspace, cell_ids: Sequence[str], decoding: Any = None,
+                   batch_size: int = 16) -> list[str]:
     """Descriptions of workspace cells, in order; "" for a cell without imagery."""
     out = {cid: "" for cid in cell_ids}
     with_image = [c for c in cell_ids if workspace.image_path(c) is not None]
     for sl in _batches(len(with_image), batch_size):
         ids = with_image[sl]
-        for cid, text in zip(ids, describe_images(model, load_cell_images(workspace, ids), max_len, strategy,
+        for cid, text in zip(ids, describe_images(model, load_cell_images(workspace, ids), decoding,
                                                   batch_size)):
             out[cid] = text
     return [out[c] for c in cell_ids]

@@ -118,8 +118,8 @@ def _observed(ctx: AppContext, cell) -> dict[str, float]:
     return {k: float(cell[k]) for k in ctx.workspace.indicator_names}
 
 
-def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> str:
-    """The model's description of one tile (memoised per cell)."""
+def generate_description(ctx: AppContext, cell_id: str) -> str:
+    """The model's description of one tile (memoised per cell), decoded as `describe` does."""
     if cell_id in ctx._generated:
         return ctx._generated[cell_id]
     from urbanclip.model.inference import describe_images
@@ -127,18 +127,18 @@ def generate_description(ctx: AppContext, cell_id: str, max_len: int = 40) -> st
     img = ctx.workspace.load_image(cell_id)
     if img is None:
         raise UserError(f"cell {cell_id!r} has no image, so there is nothing to describe")
-    text = describe_images(ctx.model, [img], max_len=max_len)[0]
+    text = describe_images(ctx.model, [img])[0]
     ctx._generated[cell_id] = text
     return text
 
 
 def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
                           cfg: GroundingConfig = GROUNDING) -> DescriptionGrounding | None:
-    """How well `sentences` fit this cell's tile versus random tiles of its city (urbanclip.text.faithfulness).
-
-    Uses the cached image embeddings (no image forward pass) and the text tower on a few
-    sentences. None when it cannot be measured: no model with a text tower, embeddings not
-    from that model, no embedding for the cell, or no sentence.
+    """How well `sentences` fit this cell's tile (urbanclip.text.faithfulness): versus random tiles
+    of its city (cached image embeddings, the text tower on a few sentences) and by the captioner's
+    support of each sentence (one decoder pass over the tile). None when it cannot be measured:
+    no model with a text tower, embeddings not from that model, no embedding for the cell, or no
+    sentence.
     """
     model = ctx.model
     if model is None or not getattr(model, "has_text", False) or ctx.vectors is None:
@@ -154,7 +154,8 @@ def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
     rows = rows[np.asarray([ctx.cell_ids[r] != cell_id for r in rows], dtype=bool)]
     if len(rows) < MIN_GROUNDING_REFERENCE:
         return None  # a percentile among a handful of tiles means nothing (see grounding_note)
-    return ground_description(model, vec, ctx.vectors[rows], sentences, cfg)
+    image = ctx.workspace.load_image(cell_id)  # for the captioner's support of each sentence
+    return ground_description(model, vec, ctx.vectors[rows], sentences, cfg, image=image)
 
 
 def grounding_note(ctx: AppContext, cell_id: str) -> str:

@@ -43,6 +43,7 @@ from urbanclip.errors import UserError
 from urbanclip.model.inference import ModelImageEncoder, describe_cells, embed_cells, encode_texts, need_text_tower
 
 GENERATED = "generated"
+SUPPORT_RANK_THRESHOLD = 0.2  # badge: the first sentence is in the captioner's least sure fifth
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s.!?,;:]+$")
 
@@ -217,13 +218,33 @@ def ground_sentences(model: Any, workspace: Workspace, sentences_by_cell: Mappin
 
 @dataclass
 class DescriptionGrounding:
-    """Grounding of one description (the side panel's badge)."""
+    """Grounding of one description (the side panel's badge).
+
+    Two checks of the first sentence, which states the land use:
+    * contrastive: `percentiles[0]`, the share of random tiles of the city it fits worse than
+      its own tile (`percentiles`/`z` hold this for every sentence);
+    * captioner: `support`, P(sentence | tile, the sentences before it) per sentence
+      (`UrbanCLIP.sentence_logprobs`), ranked against `support_reference`, the quantiles of the
+      support of the first sentences the model wrote for held-out tiles after training
+      (`training.train.evaluate`; stored in the checkpoint). `support_rank` 0.1 = the captioner
+      is less sure of this first sentence than of 90% of its own.
+    `score` = sqrt(first-sentence percentile x support rank); the badge flags a description whose
+    first sentence is in the captioner's least sure fifth or fits its tile no better than chance.
+    Why both: on the demo (bench/bench_descriptions.py) a wrong first sentence the captioner
+    writes is most often the tile's second land use on a mixed tile, which fits that tile better
+    than random tiles (the percentile stays high) but is written with less confidence; a first
+    sentence of a plainly different land use fails the percentile. Without a tile image or a
+    reference (older checkpoints), the badge falls back to the mean percentile.
+    """
 
     sentences: list[str]
     percentiles: list[float]
     z: list[float]
     threshold: float
     n_reference: int
+    support: list[float] | None = None
+    support_reference: list[float] | None = None
+    rank_threshold: float = SUPPORT_RANK_THRESHOLD
 
     @property
     def mean_percentile(self) -> float:
@@ -231,27 +252,69 @@ class DescriptionGrounding:
         return float(np.mean(vals)) if vals else math.nan
 
     @property
+    def support_rank(self) -> float:
+        """Where the first sentence's support falls among the reference quantiles, in [0, 1]."""
+        if not self.support or not self.support_reference or not math.isfinite(self.support[0]):
+            return math.nan
+        ref = np.asarray(self.support_reference, dtype=np.float64)
+        return float(np.interp(self.support[0], ref, np.linspace(0.0, 1.0, len(ref))))
+
+    @property
+    def _checked(self) -> bool:
+        return math.isfinite(self.support_rank) and bool(self.percentiles) and math.isfinite(self.percentiles[0])
+
+    @property
+    def score(self) -> float:
+        """What the badge judges (higher = better grounded)."""
+        if self._checked:
+            return math.sqrt(self.percentiles[0] * self.support_rank)
+        return self.mean_percentile
+
+    @property
     def low(self) -> bool:
-        """The description as a whole fits its tile no better than `threshold` of random tiles."""
+        if self._checked:
+            return self.support_rank < self.rank_threshold or self.percentiles[0] < self.threshold
         m = self.mean_percentile
         return math.isfinite(m) and m < self.threshold
 
     @property
     def weak_sentences(self) -> list[str]:
-        return [s for s, p in zip(self.sentences, self.percentiles) if math.isfinite(p) and p < self.threshold]
+        weak = [self.sentences[0]] if self._checked and self.low else []
+        return weak + [s for s, p in zip(self.sentences, self.percentiles)
+                       if math.isfinite(p) and p < self.threshold and s not in weak]
 
     def message(self) -> str:
-        m = self.mean_percentile
-        if not math.isfinite(m):
+        if self._checked:
+            text = (f"the captioner is surer of the first sentence than of {self.support_rank:.0%} of the first "
+                    f"sentences it wrote for held-out tiles, and it fits this tile better than "
+                    f"{self.percentiles[0]:.0%} of {self.n_reference} random tiles of the city (50% = chance)")
+        elif math.isfinite(self.mean_percentile):
+            text = (f"fits its own tile better than {self.mean_percentile:.0%} of {self.n_reference} random tiles "
+                    "of the city (50% = no better than chance)")
+        else:
             return "Grounding could not be measured."
-        head = (f"fits its own tile better than {m:.0%} of {self.n_reference} random tiles of the city "
-                "(50% = no better than chance)")
-        return ("Weakly grounded: " if self.low else "Grounded: ") + head
+        return ("Weakly grounded: " if self.low else "Grounded: ") + text
+
+
+def captioner_support(model: Any, image: Any, sentences: Sequence[str]) -> list[float]:
+    """P(sentence | tile, the sentences before it) for each sentence, from the captioner of `model`;
+    `image` is a PIL tile or a model-ready tensor [3, S, S]."""
+    import torch
+
+    from urbanclip.model.transforms import eval_transform
+
+    _need_text_model(model)
+    x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
+    with torch.inference_mode():
+        lp = model.sentence_logprobs(x.unsqueeze(0), [list(sentences)])[0]
+    return [float(math.exp(v)) if math.isfinite(v) else math.nan for v in lp]
 
 
 def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: np.ndarray,
-                       sentences: Sequence[str], cfg: GroundingConfig | None = None) -> DescriptionGrounding | None:
-    """Grounding of one tile's sentences against precomputed image embeddings (no image forward pass).
+                       sentences: Sequence[str], cfg: GroundingConfig | None = None,
+                       image: Any = None) -> DescriptionGrounding | None:
+    """Grounding of one tile's sentences against precomputed image embeddings, plus the captioner's
+    support of each sentence when the tile `image` is given (one teacher-forced decoder pass).
 
     `reference_vectors` [R, D]: embeddings of random tiles of the same city, the tile itself excluded.
     None when there is nothing to ground (no sentence, no reference tiles).
@@ -264,18 +327,23 @@ def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: 
     text = encode_sentences(model, sents, cfg.batch_size)
     own = np.asarray(image_vector, dtype=np.float32) @ text.T
     pct, z = grounding_scores(own, ref @ text.T)
-    return DescriptionGrounding(sents, [float(p) for p in pct], [float(v) for v in z], cfg.threshold, int(ref.shape[0]))
+    support = captioner_support(model, image, sents) if image is not None else None
+    return DescriptionGrounding(sents, [float(p) for p in pct], [float(v) for v in z], cfg.threshold,
+                                int(ref.shape[0]), support, getattr(model, "lead_support_reference", None))
 
 
 # ---------------------------------------------------------------------------------
 # captions of a city
 
 
-def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str], max_len: int = 40,
-                      batch_size: int = 32, strategy: str = "greedy") -> list[str]:
-    """The model's description of each cell ("" for cells without imagery)."""
+def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str], max_len: int | None = None,
+                      batch_size: int = 32, strategy: str | None = None) -> list[str]:
+    """The model's description of each cell ("" for cells without imagery); None = the decoding default."""
+    from urbanclip.model.decoding import DecodeConfig
+
     _need_text_model(model)
-    return describe_cells(model, workspace, list(cell_ids), max_len, strategy, batch_size)
+    opts = {k: v for k, v in (("max_len", max_len), ("strategy", strategy)) if v is not None}
+    return describe_cells(model, workspace, list(cell_ids), DecodeConfig(**opts), batch_size)
 
 
 def caption_sentences(text: str, source: str) -> list[str]:
@@ -321,7 +389,7 @@ class FaithfulnessReport:
     synthetic: bool
     config: GroundingConfig
     results: list[SourceFaithfulness]
-    max_len: int = 40
+    max_len: int | None = None     # generated caption length limit (None = the model's context)
     checkpoint_sha256: str = ""   # content hash prefix: which weights the numbers belong to
 
     def to_dict(self) -> dict:
@@ -365,7 +433,7 @@ def _pct(v: float | None) -> str:
 
 
 def assess(model: Any, workspace: Workspace, city: str, source: str = GENERATED,
-           cfg: GroundingConfig | None = None, max_len: int = 40, max_cells: int | None = None,
+           cfg: GroundingConfig | None = None, max_len: int | None = None, max_cells: int | None = None,
            images=None, captions: Sequence[str] | None = None, top: int = 8) -> SourceFaithfulness:
     """The three measures for one city's captions from `source` ("generated" or a text column).
 

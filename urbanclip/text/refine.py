@@ -41,18 +41,12 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-RULES_VERSION = "rules-v2"  # bump when the table changes; recorded in the workspace manifest
+from urbanclip.data.topics import LAND_USE_TERMS, TOPICS, sentence_topic, topic_order  # noqa: F401 (re-exported)
+
+RULES_VERSION = "rules-v3"  # bump when the table changes; recorded in the workspace manifest
 
 Action = Literal["split", "rewrite", "truncate", "drop"]
 
-# Words that name land use or infrastructure: a sentence holding one carries
-# information a probe can use, so the "soft" drop rules (mood, filler) spare it.
-LAND_USE_TERMS = (
-    r"industrial|commercial|residential|agricultur\w*|farm\w*|factor(?:y|ies)|warehouses?|"
-    r"apartments?|houses|housing|villages?|suburb\w*|rural|downtown|business|office|"
-    r"high-rise|skyscrapers?|construction|parks?|golf|forest|lakes?|rivers?|ports?|airport|"
-    r"railways?|train|highways?|stadium|campus|school|university|hospital|zone|district"
-)
 _KEEP_LAND_USE = rf"\b(?:{LAND_USE_TERMS})\b"
 # Weather words often sit beside land cover ("snow-covered mountains"); that part is kept.
 _KEEP_LAND_COVER = rf"\b(?:{LAND_USE_TERMS}|mountains?|hills?|fields?|crops?|trees|water|buildings?|roads?|streets?)\b"
@@ -147,7 +141,7 @@ RULES: tuple[Rule, ...] = (
          "clause ('a snow-covered mountain range with a river') is kept.", keep_if=_KEEP_LAND_COVER),
     Rule("mood", "truncate",
          r"\b(?:serene|serenity|tranquil(?:ity)?|peaceful|picturesque|charm(?:ing)?|beautiful|beauty|stunning|"
-         r"breathtaking|pleasant|cozy|idyllic|scenic|enjoy(?:ing|able)?|relaxing|calm|mystery|"
+         r"breathtaking|pleasant|cozy|idyllic|scenic|enjoy(?:ing|able)?|relaxing|calm|mystery|nice|lovely|interesting|"
          r"(?:sense|impression|feeling|essence) of)\b",
          "Cut emotions and mood ('creating a serene atmosphere'), unless the clause also names a land use. "
          "Activity words ('bustling', 'busy') are kept: activity is part of what we describe.",
@@ -156,7 +150,7 @@ RULES: tuple[Rule, ...] = (
          r"\b(?:comprehensive (?:over)?view|glimpse|provides an? (?:clear |good |detailed )?(?:view|overview)|"
          r"showcas(?:es|ing) the (?:city'?s )?(?:diversity|beauty|growth)|ideal (?:place|location|spot)|"
          r"(?:overall|in summary|in conclusion),? the (?:image|scene|view)|captured from an? \w+ (?:view|perspective)|"
-         r"clear perspective)\b",
+         r"clear perspective|a lot (?:going on|to see))\b",
          "Drop filler that holds for any tile ('provides a comprehensive overview of the city's layout'), "
          "unless it names a land use.",
          keep_if=_KEEP_LAND_USE),
@@ -345,3 +339,10 @@ def rules_markdown(rules: tuple[Rule, ...] = RULES) -> str:
               "whose grounding percentile (own tile vs random tiles, urbanclip.text.faithfulness) is below T; the "
               "best-grounded sentence of a description is always kept. |"]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------
+# topic order: one fixed sequence of topics per description
+
+# What a sentence is about, by the first topic word it uses (ties: the earlier topic here).
+

@@ -62,14 +62,15 @@ def load_tiles(workspace: Workspace, split: str | None, image_size: int, text_co
 
 
 def pick_texts(sentences: list[list[str]], mode: str, generator: torch.Generator) -> list[str]:
-    """One description per cell: a random sentence ("sentence") or all sentences joined ("full").
+    """One description per cell: a random sentence ("sentence"), all sentences joined ("full"),
+    or all sentences in topic order ("topics", `refine.topic_order`).
 
     "sentence" is the default: the paper keeps one short summary per image, and a
     random sentence per step uses every sentence while keeping each caption short
     enough for the context length.
     """
-    if mode == "full":
-        return [" ".join(s) for s in sentences]
+    if mode in ("full", "topics"):
+        return eval_texts(sentences, mode)
     picks = torch.randint(0, 1 << 30, (len(sentences),), generator=generator).tolist()
     return [s[p % len(s)] if s else "" for s, p in zip(sentences, picks)]
 
@@ -85,3 +86,54 @@ class TileDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.tiles.images[i], i
+
+
+def eval_texts(sentences: list[list[str]], mode: str) -> list[str]:
+    """Deterministic text per cell: the whole description ("full"), in topic order ("topics"),
+    or its first sentence ("sentence")."""
+    if mode == "topics":
+        from urbanclip.data.topics import topic_order
+
+        return [" ".join(topic_order(s)) for s in sentences]
+    return [" ".join(s) if mode == "full" else (s[0] if s else "") for s in sentences]
+
+
+def concept_key(sentences: list[str]) -> str:
+    """What a description is mainly about, for balancing: the land-use and water words of its lead
+    sentence (`data.topics.TOPICS`), sorted ("" when it names none)."""
+    from urbanclip.data.topics import TOPICS
+
+    lead = sentences[0] if sentences else ""
+    words = {w.lower() for _, rx in TOPICS[:2] for w in rx.findall(lead)}
+    return " ".join(sorted(words))
+
+
+class BalancedSampler:
+    """An epoch of `len(keys)` draws with replacement, each tile weighted by count(key) ** -power.
+
+    Rebalances a skewed mix of descriptions so rare ones are seen more often, the way
+    MetaCLIP balances image-text pairs over concept entries and XLM samples languages
+    (q ~ p^alpha with alpha = 1 - power). power 0 = every tile alike; 1 = every concept alike.
+    The order depends only on (seed, epoch), the same on every rank, each rank taking its
+    stride of it (drop_last), so `--resume` continues bit-for-bit as with DistributedSampler.
+    """
+
+    def __init__(self, keys: list[str], power: float, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        from collections import Counter
+
+        counts = Counter(keys)
+        self.weights = torch.tensor([counts[k] ** -float(power) for k in keys], dtype=torch.double)
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.per_rank = len(keys) // num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.multinomial(self.weights, self.per_rank * self.num_replicas, replacement=True, generator=gen)
+        return iter(order[self.rank::self.num_replicas].tolist())
+

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from urbanclip import runlock
+from urbanclip.data.topics import split_sentences
 from urbanclip.data.workspace import Workspace, atomic_write_json
 from urbanclip.errors import UserError
 from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
@@ -37,7 +38,16 @@ from urbanclip.model.losses import CoCaLoss, TwoViewLoss
 from urbanclip.model.model import UrbanCLIP
 from urbanclip.model.tokenizer import UrbanTokenizer
 from urbanclip.model.transforms import augment, normalise
-from urbanclip.training.dataset import TileDataset, TileSet, load_tiles, pick_texts, step_generator
+from urbanclip.training.dataset import (
+    BalancedSampler,
+    TileDataset,
+    TileSet,
+    concept_key,
+    eval_texts,
+    load_tiles,
+    pick_texts,
+    step_generator,
+)
 from urbanclip.training.distributed import DistEnv, autocast, barrier, init_distributed, shutdown
 
 SUMMARY_FILE = "summary.json"
@@ -122,6 +132,7 @@ def _check_resume(ckpt: dict[str, Any], model_cfg: ModelConfig, train_cfg: Train
     ckptmod.check_compatible(ckpt, model_cfg)
     stored = ckpt.get("train_config") or {}
     wanted = dataclasses.asdict(train_cfg)
+    stored = {**dataclasses.asdict(TrainConfig()), **stored}  # fields added since the checkpoint keep their defaults
     diff = [f"train.{k}={stored.get(k)!r} in the checkpoint but {wanted[k]!r} now"
             for k in wanted if k not in RESUMABLE_CHANGES and stored.get(k) != wanted[k]]
     if diff:
@@ -216,8 +227,12 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
             find_unused_parameters=cfg.lambda_con == 0 or cfg.lambda_lm == 0)
 
     batch_size = min(cfg.batch_size, len(train) // env.world_size)
-    sampler = DistributedSampler(TileDataset(train), num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
+    if cfg.balance > 0 and not cfg.image_only:
+        sampler = BalancedSampler([concept_key(s) for s in train.sentences], cfg.balance, env.world_size,
+                                  env.rank, cfg.seed)
+    else:
+        sampler = DistributedSampler(TileDataset(train), num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
     steps_per_epoch = max(len(sampler) // batch_size, 1)
     schedule_steps = cfg.epochs * steps_per_epoch
     total_steps = min(schedule_steps, cfg.max_steps or schedule_steps)
@@ -231,14 +246,14 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
     val = load_tiles(ws, "val", model_cfg.image_size, text_column, require_text=not cfg.image_only,
                      max_cells=cfg.eval_cells, seed=cfg.seed)
 
-    def save(half: bool = False, path: Path = out / ckptmod.TRAIN_STATE_FILE) -> None:
+    def save(half: bool = False, path: Path = out / ckptmod.TRAIN_STATE_FILE, **extra: Any) -> None:
         if env.is_main:
             ckptmod.save_checkpoint(path, model, step=step, epoch=step // steps_per_epoch, train_cfg=cfg,
                                     workspace_fingerprint=fingerprint, optimizer=None if half else optimizer,
                                     scheduler=None if half else scheduler, half=half,
                                     extra={"workspace": str(ws.root), "text_column": text_column,
                                            "workspace_name": ws.name, "synthetic": bool(ws.manifest.synthetic),
-                                           "workspace_source": ws.manifest.source, "cities": ws.cities})
+                                           "workspace_source": ws.manifest.source, "cities": ws.cities, **extra})
 
     if env.is_main:
         save_config(out / CONFIG_FILE, model_cfg, cfg)
@@ -313,10 +328,13 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
     }
     if env.is_main:
         if status == "completed":
-            save(half=True, path=out / ckptmod.MODEL_FILE)
+            grounding = {}
             if not cfg.image_only and len(val) >= 2:
                 tracker.message("evaluating on the val split (retrieval, generated descriptions)...")
                 summary["eval"] = evaluate(model, val, cfg, seed=cfg.seed)
+                if "lead_support_quantiles" in summary["eval"]:  # the grounding badge's reference
+                    grounding = {"grounding": {"lead_support_quantiles": summary["eval"]["lead_support_quantiles"]}}
+            save(half=True, path=out / ckptmod.MODEL_FILE, **grounding)
         summary["train_seconds"] = round(time.time() - t_start, 1)
         atomic_write_json(out / SUMMARY_FILE, summary)
         tracker.end(status, summary)
@@ -353,9 +371,6 @@ def _val_losses(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, tokenizer: Urb
     return {k: v / n for k, v in totals.items()}
 
 
-def eval_texts(sentences: list[list[str]], mode: str) -> list[str]:
-    """Deterministic evaluation text per cell: the whole description ("full") or its first sentence."""
-    return [" ".join(s) if mode == "full" else s[0] for s in sentences]
 
 
 def _mentions(text: str, words: list[str]) -> bool:
@@ -368,7 +383,7 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
     """Measured, not assumed: image->text recall@1/@5 against chance, and land-use word hits of captions.
 
     Retrieval: every val tile against every val tile's description as training
-    saw it (`eval_texts`; chance recall@k = k/N; ties count as misses). Captions: greedy descriptions of up to
+    saw it (`eval_texts`; chance recall@k = k/N; ties count as misses). Captions: descriptions (`generate`) of up to
     `cfg.eval_generate` val tiles; a hit = it mentions a keyword of the tile's true
     land-use class (demo workspaces only); chance = the same rate against the
     keywords of a random other tile.
@@ -396,8 +411,16 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
     if m > 0:
         captions: list[str] = []
         for i in range(0, m, batch_size):
-            captions += model.generate(x[i:min(i + batch_size, m)].to(device), max_len=model.config.context_length - 1)
+            captions += model.generate(x[i:min(i + batch_size, m)].to(device))
         result["n_generated"] = m
+        # how sure the captioner is of the first sentence it writes for held-out tiles: the reference the
+        # grounding badge ranks a tile's first sentence against (text.faithfulness.DescriptionGrounding)
+        firsts = [split_sentences(c)[:1] for c in captions]
+        lead_lp = [lp[0] for i in range(0, m, batch_size)
+                   for lp in model.sentence_logprobs(x[i:min(i + batch_size, m)].to(device), firsts[i:i + batch_size])
+                   if lp]
+        if lead_lp:
+            result["lead_support_quantiles"] = [float(v) for v in np.exp(np.quantile(lead_lp, np.linspace(0, 1, 21)))]
         result["examples"] = [{"cell_id": c, "generated": g, "source": s}
                               for c, g, s in zip(val.cell_ids[:5], captions[:5], texts[:5])]
         if val.landuse is not None:

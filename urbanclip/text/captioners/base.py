@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 
 from PIL import Image
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+from urbanclip.data.topics import split_sentences
 
 
 def split_generated(text: str) -> list[str]:
@@ -16,7 +15,7 @@ def split_generated(text: str) -> list[str]:
     from urbanclip.text.refine import coerce_text
 
     clean, _ = coerce_text(text or "")
-    return [s.strip() for s in _SENTENCE_END.split(clean) if s and s.strip()]
+    return split_sentences(clean)
 
 
 class Captioner(ABC):

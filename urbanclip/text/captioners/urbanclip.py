@@ -19,11 +19,12 @@ from urbanclip.text.captioners.base import Captioner, split_generated
 
 @dataclass
 class UrbanCLIPCaptionerConfig:
-    """Decoding settings for `UrbanCLIP.generate`."""
+    """Decoding settings for `UrbanCLIP.generate`; None = the default of `urbanclip.model.decoding.DecodeConfig`
+    (beam search, no repeated sentence or n-gram, up to the model's context length)."""
 
     batch_size: int = 16
-    max_new_tokens: int = 40
-    strategy: str = "beam"  # "greedy" | "beam" | "top-p"
+    max_new_tokens: int | None = None
+    strategy: str | None = None  # "beam" | "greedy" | "top-p"
     device: str = "cpu"
 
 
@@ -45,12 +46,23 @@ class UrbanCLIPCaptioner(Captioner):
 
     @property
     def provenance(self) -> str:
-        return (f"urbanclip:{self.path.resolve()}; decoder generate strategy={self.cfg.strategy}, "
-                f"max_len={self.cfg.max_new_tokens}")
+        d = self._decoding()
+        return (f"urbanclip:{self.path.resolve()}; decoder generate strategy={d.strategy}"
+                + (f" (beam {d.beam_size})" if d.strategy == "beam" else "")
+                + f", no_repeat_ngram={d.no_repeat_ngram}, no_repeat_sentence={d.no_repeat_sentence}, "
+                f"max_len={min(d.max_len, self.model.config.context_length - 1)}")
+
+    def _decoding(self):
+        from urbanclip.model.decoding import DecodeConfig
+
+        opts = {k: v for k, v in (("strategy", self.cfg.strategy), ("max_len", self.cfg.max_new_tokens))
+                if v is not None}
+        cfg = DecodeConfig(**opts)
+        cfg.validate("urbanclip captioner")
+        return cfg
 
     def describe(self, images: list[Image.Image]) -> list[list[str]]:
         from urbanclip.model.inference import describe_images
 
-        texts = describe_images(self.model, images, max_len=self.cfg.max_new_tokens, strategy=self.cfg.strategy,
-                                batch_size=self.batch_size)
+        texts = describe_images(self.model, images, self._decoding(), batch_size=self.batch_size)
         return [split_generated(t) for t in texts]
