@@ -223,6 +223,36 @@ def test_click_loop_keeps_the_grid_and_the_view(app_server, tmp_path):
     assert blocked == [], f"the page tried to reach the internet: {blocked[:5]}"
 
 
+def test_a_layer_switch_keeps_the_view_and_a_search_jumps_to_a_clickable_zoom(app_server):
+    url, _ = app_server
+    blocked: list[str] = []
+    with offline_map_page(url, blocked) as (page, frame_el, frame):
+        box = frame_el.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+        zoom0 = frame.evaluate("() => urbanmap.view().zoom")
+        page.mouse.wheel(0, -240)
+        frame.wait_for_function("(z) => urbanmap.view().zoom > z", arg=zoom0, timeout=10_000)
+        view = frame.evaluate("() => urbanmap.view()")
+        colour = frame.evaluate("() => urbanmap.state.colourName")
+        page.get_by_text("none", exact=True).click()  # colour cells by: none
+        frame.wait_for_function("(c) => urbanmap.state.args.colour !== c", arg=colour, timeout=60_000)
+        page.get_by_text("observed", exact=True).click()
+        frame.wait_for_function("(c) => urbanmap.state.colourName === c && document.body.dataset.colour === c",
+                                arg=colour, timeout=60_000)
+        assert frame.evaluate("() => urbanmap.view()") == view  # the layer changed, the view did not
+        city = frame.evaluate("() => urbanmap.state.args.city")
+        target = f"{city}/r006_c006"
+        page.get_by_placeholder(re.compile("city, place, cell id")).fill(target)
+        page.get_by_role("button", name="Search", exact=True).click()
+        page.get_by_text(f"Cell {target}", exact=False).first.wait_for(timeout=60_000)
+        frame.wait_for_function("(t) => urbanmap.state.args.selected && urbanmap.state.args.selected.id === t",
+                                arg=target, timeout=60_000)
+        frame.wait_for_function("() => urbanmap.cellPx() >= 40", timeout=10_000)  # a clickable zoom
+        c = frame.evaluate("() => urbanmap.cellCentre(6, 6)")
+        assert abs(c["x"] - box["width"] / 2) < 30 and abs(c["y"] - box["height"] / 2) < 30  # centred on it
+    assert blocked == []
+
+
 def test_draw_a_rectangle_shows_the_area_offline(app_server, tmp_path):
     """Leaflet.draw (vendored in the component) draws a rectangle; the page adds up the cells under it."""
     url, _ = app_server

@@ -401,7 +401,7 @@ def city_mosaic(ctx: AppContext, city: str, max_px: int = 3072) -> Mosaic | None
         memo[(city, max_px)] = (None,)
         return None
     info = ws.manifest.cities[city]
-    tile = max(8, min(256, max_px // max(info.n_rows, info.n_cols)))
+    tile = max(8, min(256, _source_px(ws, cells), max_px // max(info.n_rows, info.n_cols)))
     out = map_dir(ctx) / f"mosaic-{_safe(city)}-{ctx.fingerprint}-{tile}.jpg"
     notes = out.with_suffix(".json")
     if out.is_file() and notes.is_file():
@@ -429,6 +429,20 @@ def city_mosaic(ctx: AppContext, city: str, max_px: int = 3072) -> Mosaic | None
     m = Mosaic(out, unreadable)
     memo[(city, max_px)] = (m,)
     return m
+
+
+def _source_px(ws, cells) -> int:
+    """The width of the city's tile images (the first readable one): the mosaic never upscales them."""
+    for cid in cells["cell_id"][cells["image"].notna().to_numpy()][:5]:
+        path = ws.image_path(cid)
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return int(im.size[0])
+        except Exception:  # unreadable: try the next one
+            continue
+    return 256
 
 
 def mosaic_note(m: Mosaic | None, city: str) -> str | None:
