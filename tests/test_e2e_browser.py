@@ -18,19 +18,13 @@ import contextlib
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MAP_FRAME = "iframe[title='urbanclip.ui.urbanmap']"
 MAP_FILES = re.compile(r"/component/urbanclip\.ui\.mapdata/")
 PANEL = """(prev) => {
@@ -43,43 +37,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 if not CHROMIUM.exists():
     pytest.skip("/usr/bin/chromium is absent (apt-get install chromium chromium-driver)", allow_module_level=True)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(home: Path, ws_root: Path):
-    """A fresh `streamlit run app.py` on a free port (its own process group); yields its URL."""
-    port = _free_port()
-    env = dict(os.environ, URBANCLIP_HOME=str(home), URBANCLIP_WORKSPACE=str(ws_root),
-               PYTHONPATH=str(REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    log = open(home / f"streamlit-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail(f"streamlit did not start; log: {Path(log.name).read_text()[-2000:]}")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+from browser_helpers import browser_page, streamlit_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -97,28 +55,6 @@ def app_server(app_home):
     home, ws_root = app_home
     with streamlit_server(home, ws_root) as url:
         yield url, home
-
-
-@contextlib.contextmanager
-def browser_page(blocked: list[str], height: int = 1000):
-    """Chromium with every request not to 127.0.0.1 blocked (and recorded in `blocked`)."""
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1600, "height": height})
-
-        def guard(route):
-            u = route.request.url
-            if u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")):
-                route.continue_()
-            else:
-                blocked.append(u)
-                route.abort()
-
-        page.context.route("**/*", guard)
-        try:
-            yield page
-        finally:
-            browser.close()
 
 
 @contextlib.contextmanager

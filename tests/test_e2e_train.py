@@ -8,12 +8,7 @@ same way when either is missing. Every request not to 127.0.0.1 is blocked.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +19,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 if not CHROMIUM.exists():
     pytest.skip("/usr/bin/chromium is absent (apt-get install chromium chromium-driver)", allow_module_level=True)
 
-from test_e2e_browser import CHROME_ARGS, _free_port  # noqa: E402
+from browser_helpers import browser_page, streamlit_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +29,8 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e-train-home")
     ws_root = home / "workspaces" / "demo"
     tiny_workspace(ws_root, n=6, px=64)
-    port = _free_port()
-    env = dict(os.environ, URBANCLIP_HOME=str(home), URBANCLIP_WORKSPACE=str(ws_root), PYTHONPATH=str(REPO),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", URBANCLIP_RUN_THREADS="1")
-    log = open(home / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
-    yield url, home
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with streamlit_server(home, ws_root, URBANCLIP_RUN_THREADS="1") as url:
+        yield url, home
     from urbanclip.services import runs
 
     for d in (home / "runs").glob("*"):  # never leave a run behind
@@ -71,41 +43,26 @@ def test_cancel_and_resume_a_pretraining_run_from_the_train_page(server, tmp_pat
     url, home = server
     run = home / "runs" / "browser-run"
     blocked: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-
-        def guard(route):
-            u = route.request.url
-            if u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")):
-                route.continue_()
-            else:
-                blocked.append(u)
-                route.abort()
-
-        page.context.route("**/*", guard)
-        try:
-            page.goto(url + "/train", wait_until="domcontentloaded")
-            page.get_by_text("Launch a run").first.wait_for(timeout=120_000)
-            page.get_by_role("textbox", name="Output folder").fill("browser-run")
-            page.get_by_role("spinbutton", name="Epochs").fill("60")
-            page.get_by_role("spinbutton", name="Batch size").fill("8")
-            page.get_by_role("button", name="Start run").click()
-            page.get_by_text("Started pretrain", exact=False).wait_for(timeout=60_000)
-            page.get_by_text(re.compile(r"step [1-9]\d*/\d+")).first.wait_for(timeout=240_000)
-            page.get_by_role("button", name="Cancel").click()
-            # the page refreshes its lists by itself when the run ends
-            page.get_by_text(re.compile(r"pretrain · browser-run · interrupted")).wait_for(timeout=120_000)
-            step = read_checkpoint(run / TRAIN_STATE_FILE)["step"]
-            assert page.get_by_role("textbox", name="Output folder").input_value() == "browser-run"
-            page.get_by_text("Resume from the folder's last checkpoint").click()
-            page.get_by_role("textbox", name="Extra arguments").fill(f"--max-steps {step + 2}")
-            page.get_by_role("button", name="Start run").click()
-            page.get_by_text("Started pretrain", exact=False).wait_for(timeout=60_000)
-            page.get_by_text(re.compile(r"pretrain · browser-run · completed")).wait_for(timeout=240_000)
-            page.screenshot(path=str(tmp_path / "train.png"), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(blocked, height=1600, width=1400) as page:
+        page.goto(url + "/train", wait_until="domcontentloaded")
+        page.get_by_text("Launch a run").first.wait_for(timeout=120_000)
+        page.get_by_role("textbox", name="Output folder").fill("browser-run")
+        page.get_by_role("spinbutton", name="Epochs").fill("60")
+        page.get_by_role("spinbutton", name="Batch size").fill("8")
+        page.get_by_role("button", name="Start run").click()
+        page.get_by_text("Started pretrain", exact=False).wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"step [1-9]\d*/\d+")).first.wait_for(timeout=240_000)
+        page.get_by_role("button", name="Cancel").click()
+        # the page refreshes its lists by itself when the run ends
+        page.get_by_text(re.compile(r"pretrain · browser-run · interrupted")).wait_for(timeout=120_000)
+        step = read_checkpoint(run / TRAIN_STATE_FILE)["step"]
+        assert page.get_by_role("textbox", name="Output folder").input_value() == "browser-run"
+        page.get_by_text("Resume from the folder's last checkpoint").click()
+        page.get_by_role("textbox", name="Extra arguments").fill(f"--max-steps {step + 2}")
+        page.get_by_role("button", name="Start run").click()
+        page.get_by_text("Started pretrain", exact=False).wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"pretrain · browser-run · completed")).wait_for(timeout=240_000)
+        page.screenshot(path=str(tmp_path / "train.png"), full_page=True)
     starts = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"start"' in line]
     assert len(starts) == 2 and starts[1]["resumed"] is True and starts[1]["start_step"] == step
     assert read_checkpoint(run / TRAIN_STATE_FILE)["step"] == step + 2
