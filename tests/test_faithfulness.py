@@ -176,6 +176,9 @@ def test_profile_carries_grounding_with_a_model(tiny_workspace_copy, model):
     assert isinstance(prof.grounding.low, bool) and "random tiles" in prof.grounding.message()
     # the captioner's support: one probability per sentence (no reference: this checkpoint was not trained)
     assert len(prof.grounding.support) == 2 and all(0 < p < 1 for p in prof.grounding.support)
+    # the workspace's own text is judged by the contrastive check only: the captioner's support is ranked
+    # against the model's own wording (on the demo it badged 57% of the true source descriptions weak)
+    assert prof.source_grounding.support is None
     # no model: no grounding, and no error
     bare = profile_cell(AppContext(workspace=ws), cid)
     assert bare.grounding is None and bare.source_grounding is None
@@ -223,7 +226,8 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     ctx = pixel_context(ws)
     monkeypatch.setattr(shared, "load_context", lambda root, progress=None: ctx)
     weak = DescriptionGrounding(["A river.", "A park."], [0.1, 0.3], [-1.2, -0.4], 0.5, 63)
-    monkeypatch.setattr("urbanclip.services.profile.description_grounding", lambda c, cid, sents, cfg=None: weak)
+    monkeypatch.setattr("urbanclip.services.profile.description_grounding",
+                        lambda c, cid, sents, cfg=None, captioner=True: weak)
     st.cache_resource.clear()
     at = AppTest.from_file(str(repo / "app.py"), default_timeout=60)
     at.session_state["selected_cell"] = ws.cells["cell_id"].iloc[5]

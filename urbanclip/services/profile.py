@@ -133,12 +133,14 @@ def generate_description(ctx: AppContext, cell_id: str) -> str:
 
 
 def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
-                          cfg: GroundingConfig = GROUNDING) -> DescriptionGrounding | None:
+                          cfg: GroundingConfig = GROUNDING, captioner: bool = True) -> DescriptionGrounding | None:
     """How well `sentences` fit this cell's tile (urbanclip.text.faithfulness): versus random tiles
-    of its city (cached image embeddings, the text tower on a few sentences) and by the captioner's
-    support of each sentence (one decoder pass over the tile). None when it cannot be measured:
-    no model with a text tower, embeddings not from that model, no embedding for the cell, or no
-    sentence.
+    of its city (cached image embeddings, the text tower on a few sentences) and, with `captioner`,
+    by the captioner's support of each sentence (one decoder pass over the tile). The support is
+    ranked against the model's own first sentences, so it only judges text this model wrote: for
+    a workspace's source text (other wording) pass captioner=False. None when it cannot be
+    measured: no model with a text tower, embeddings not from that model, no embedding for the
+    cell, or no sentence.
     """
     model = ctx.model
     if model is None or not getattr(model, "has_text", False) or ctx.vectors is None:
@@ -154,7 +156,7 @@ def description_grounding(ctx: AppContext, cell_id: str, sentences: list[str],
     rows = rows[np.asarray([ctx.cell_ids[r] != cell_id for r in rows], dtype=bool)]
     if len(rows) < MIN_GROUNDING_REFERENCE:
         return None  # a percentile among a handful of tiles means nothing (see grounding_note)
-    image = ctx.workspace.load_image(cell_id)  # for the captioner's support of each sentence
+    image = ctx.workspace.load_image(cell_id) if captioner else None  # for the captioner's support
     return ground_description(model, vec, ctx.vectors[rows], sentences, cfg, image=image)
 
 
@@ -268,7 +270,7 @@ def profile_cell(ctx: AppContext, cell_id: str, generate: bool = True, k: int = 
 
     source_sentences = split_sentences(cell[text_col])
     grounding = description_grounding(ctx, cell_id, split_generated(generated)) if generated else None
-    source_grounding = description_grounding(ctx, cell_id, source_sentences)
+    source_grounding = description_grounding(ctx, cell_id, source_sentences, captioner=False)
     t4 = time.perf_counter()
 
     return CellProfile(
