@@ -116,7 +116,8 @@ class _ScriptedLogits:
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "top-p"])
 def test_generation_stops_at_eos(model, strategy, monkeypatch):
     scripted = _ScriptedLogits(model)
-    monkeypatch.setattr(model, "_next_logprobs", scripted)
+    monkeypatch.setattr("urbanclip.model.model.CachedStep",
+                        lambda m, visual, banned: lambda ids, rows: scripted(ids, visual[rows], banned))
     out = model.generate(_images(2), max_len=20, strategy=strategy)
     assert out == ["Park.", "Park."]  # decoded, capitalised
     assert scripted.calls <= len(scripted.script)  # stopped at EOS, far before max_len (beams run as one batch)
@@ -126,6 +127,33 @@ def test_generation_stops_at_eos(model, strategy, monkeypatch):
 def test_generation_runs_on_a_real_model(model, strategy):
     out = model.generate(_images(2), max_len=5, strategy=strategy)
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "top-p"])
+def test_kv_cached_steps_equal_full_recomputation(model, strategy, monkeypatch):
+    """Generation's KV cache is an optimisation only: every step's log-probs match re-reading the prefix."""
+    import urbanclip.model.model as model_module
+
+    real = model_module.CachedStep
+    checked = []
+
+    def checking(m, visual, banned):
+        cached = real(m, visual, banned)
+
+        def step(ids, rows):
+            hit = all((r, tuple(q[:-1])) in cached.index for r, q in zip(rows.tolist(), ids.tolist()))
+            got = cached(ids, rows)
+            want = m._next_logprobs(ids, visual[rows], banned)
+            finite = torch.isfinite(want)
+            assert torch.equal(finite, torch.isfinite(got))
+            assert torch.allclose(got[finite], want[finite], atol=1e-4)
+            checked.append(hit)
+            return got
+        return step
+
+    monkeypatch.setattr(model_module, "CachedStep", checking)
+    model.generate(_images(3), max_len=12, strategy=strategy)
+    assert checked[0] is False and sum(checked) >= 2  # the first step fills the cache, later ones read it
 
 
 def test_generation_errors(model):
