@@ -121,3 +121,16 @@ def test_describe_and_embed_under_torchrun(tiny_workspace_copy):
     assert run.returncode == 0, run.stderr[-2000:]
     cells = Workspace.load(tiny_workspace_copy).cells
     assert (cells["text_generated"] != "").sum() == 12
+
+
+def test_rank_0_stops_waiting_when_no_rank_writes_any_more(tmp_path):
+    from urbanclip.data.shards import ChunkStore
+    from urbanclip.errors import UserError
+
+    store = ChunkStore(tmp_path / "store")
+    store.write_json("a", {"c1": 1})
+    with pytest.raises(UserError, match="another rank has stopped.*1 finished chunks are kept"):
+        store.wait(lambda: False, poll_s=0.01, stall_s=0.2)
+    polls = []
+    store.wait(lambda: len(polls) > 3, poll_s=0.01, on_wait=lambda: polls.append(1), stall_s=5)  # done: returns
+    assert len(polls) == 4

@@ -27,6 +27,10 @@ from typing import Any, Iterator, Sequence
 from urbanclip.data.workspace import atomic_write_bytes, atomic_write_json
 
 
+STALL_ENV = "URBANCLIP_SHARD_STALL_S"
+DEFAULT_STALL_S = 1800.0
+
+
 @dataclass(frozen=True)
 class Shard:
     """This process's share: items `rank`, `rank + world`, ..."""
@@ -96,12 +100,32 @@ class ChunkStore:
                 continue  # a chunk being replaced; it is read again on the next poll
         return out
 
-    def wait(self, done, poll_s: float = 1.0, on_wait=None) -> None:
-        """Block until `done()` is true (rank 0 waiting for the other ranks' chunks)."""
+    def wait(self, done, poll_s: float = 1.0, on_wait=None, stall_s: float | None = None) -> None:
+        """Block until `done()` is true (rank 0 waiting for the other ranks' chunks).
+
+        A rank that died (under a launcher that does not stop the job, unlike torchrun) would
+        leave rank 0 waiting for ever: when no chunk has been written for `stall_s` seconds
+        (default URBANCLIP_SHARD_STALL_S or 1800), it stops with a UserError; the chunks
+        written so far stay, so a rerun does only the rest.
+        """
+        from urbanclip.errors import UserError
+
+        stall_s = float(os.environ.get(STALL_ENV, DEFAULT_STALL_S)) if stall_s is None else stall_s
+        seen, last_change = self._chunk_names(), time.monotonic()
         while not done():
             if on_wait is not None:
                 on_wait()
             time.sleep(poll_s)
+            now = self._chunk_names()
+            if now != seen:
+                seen, last_change = now, time.monotonic()
+            elif time.monotonic() - last_change > stall_s:
+                raise UserError(f"no rank wrote a result into {self.folder} for {stall_s:.0f} s, so another rank "
+                                f"has stopped; rerun the same command (the {len(seen)} finished chunks are kept) "
+                                f"or raise {STALL_ENV}")
+
+    def _chunk_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.folder.iterdir() if not p.name.startswith("."))
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
