@@ -24,8 +24,8 @@ existing workspace instead (its first city).
     python bench/bench_browser.py --cold-start     # fresh home: server start -> demo map painted
 
 Options: --sessions N opens N browser contexts that click concurrently (the median is over all of
-them); --with-training runs `python -m urbanclip pretrain` on the demo in the background during the
-measurement. The last line printed is one JSON object. Timings are medians on a shared machine:
+them); --with-training launches a demo pretraining the way the Train page does (lower CPU priority, thread
+cap) during the measurement. The last line printed is one JSON object. Timings are medians on a shared machine:
 rerun to check them; no test asserts a timing.
 """
 
@@ -140,9 +140,11 @@ def with_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def start_training(home: Path, out: Path) -> subprocess.Popen:
-    """A demo pretraining run in the background (its own process group; killed by the caller)."""
+def start_training(home: Path) -> Path:
+    """A demo pretraining run launched as the Train page launches it (services.runs.launch_run: the
+    supervisor, lower CPU priority and the thread cap of RunLimits.from_env); returns its run folder."""
     from urbanclip import paths
+    from urbanclip.services import runs
 
     os.environ["URBANCLIP_HOME"] = str(home)
     demo = paths.demo_workspace_dir()
@@ -151,11 +153,14 @@ def start_training(home: Path, out: Path) -> subprocess.Popen:
 
         log(f"building the demo workspace {demo} for the training run")
         build_demo(demo)
-    env = dict(os.environ, URBANCLIP_HOME=str(home), PYTHONPATH=str(REPO))
-    log(f"training in the background: python -m urbanclip pretrain --workspace {demo} --out {out} --config demo")
-    return subprocess.Popen([sys.executable, "-m", "urbanclip", "pretrain", "--workspace", str(demo), "--out", str(out),
-                             "--config", "demo", "--quiet"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(out.parent / "training.log", "wb"), start_new_session=True)
+    d = runs.pretrain_defaults()
+    name = runs.new_run_name("bench-pretrain")
+    args = runs.pretrain_args(runs.resolve_out(name), epochs=int(d["epochs"]), batch_size=int(d["batch_size"]),
+                              lr=float(d["lr"]), seed=int(d["seed"]), resume=False)
+    limits = runs.RunLimits.from_env()
+    log(f"training in the background as the Train page does (nice +{limits.nice}, {limits.threads} thread(s)): "
+        f"pretrain --workspace {demo} {' '.join(args)}")
+    return runs.launch_run("pretrain", args, name, workspace=demo, limits=limits)
 
 
 # ---------------------------------------------------------------------------------
@@ -460,25 +465,29 @@ def main() -> int:
     logs = home / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     server = Server(home, ws_root, logs / "streamlit.log")
-    trainer, train_dir = None, None
+    train_run = None
     try:
         server.wait_healthy()
         t = time.perf_counter()
         asyncio.run(warm(server.url, args.timeout))
         log(f"server warm in {time.perf_counter() - t:.1f} s (context + first map)")
         if args.with_training:
-            train_dir = Path(tempfile.mkdtemp(prefix="bench-train-"))
-            trainer = start_training(home, train_dir / "run")
+            train_run = start_training(home)
             time.sleep(5)
         res = asyncio.run(measure(server.url, cells, ws.manifest.cities[city], args.clicks, args.sessions,
                                   args.timeout, args.shot))
-        if trainer is not None and trainer.poll() is not None:
-            log(f"note: the training run ended early (exit {trainer.returncode}); see training.log")
+        if train_run is not None:
+            from urbanclip.services import runs
+
+            status = runs.run_status(train_run)
+            log(f"training run {train_run}: {status.state}, step {status.step}/{status.total_steps} after the "
+                "measurement")
     finally:
-        if trainer is not None:
-            with_group(trainer, signal.SIGTERM)
-            trainer.wait(30)
-            shutil.rmtree(train_dir, ignore_errors=True)
+        if train_run is not None:
+            from urbanclip.services import runs
+
+            runs.cancel_run(train_run)
+            shutil.rmtree(train_run, ignore_errors=True)
         server.close()
     clicks = res["click"]
     out = {"cells": int(len(ws.cells)), "city_cells": int(len(cells)), "map": res["kind"],
