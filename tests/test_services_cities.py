@@ -26,6 +26,19 @@ def test_city_totals_sum_each_indicator_in_its_unit(ctx):
     assert t.loc["Cells", b].startswith(f"{len(ws.city_cells(b)):,} (")
 
 
+def test_predicted_city_totals_say_they_sum_per_cell_medians(ctx):
+    import dataclasses
+
+    ws = ctx.workspace
+    a = ws.cities[0]
+    pred = ws.cells["population"].to_numpy(dtype=float) * 0.5
+    t = city_totals(dataclasses.replace(ctx, predictions={"population": pred}), [a])
+    from urbanclip.services.profile import format_value
+
+    mask = (ws.cells["city"] == a).to_numpy()
+    assert t.loc["Population (sum of per-cell medians), predicted", a] == format_value(pred[mask].sum(), "persons")
+
+
 def test_distribution_shares_add_up_per_city(ctx):
     ws = ctx.workspace
     d = distribution(ctx, ws.cities[:2], "gdp", bins=6)
