@@ -26,7 +26,6 @@ from typing import Any, Iterator, Sequence
 
 from urbanclip.data.workspace import atomic_write_bytes, atomic_write_json
 
-
 STALL_ENV = "URBANCLIP_SHARD_STALL_S"
 DEFAULT_STALL_S = 1800.0
 
