@@ -54,6 +54,7 @@ def test_polygon_aggregate_matches_brute_force(ctx):
         assert iv.observed == pytest.approx(ws.cells[iv.name].iloc[inside].sum())
         assert iv.observed_cells == len(inside)
         assert iv.predicted == pytest.approx(ctx.predictions[iv.name][inside].sum())
+    assert any("Predicted sums add up each cell's predicted value, a median" in n for n in s.notes)
     assert s.area_km2 > 0
     # a Feature or JSON text of the same polygon selects the same cells; no city = searched everywhere
     feature = {"type": "Feature", "properties": {}, "geometry": poly}
