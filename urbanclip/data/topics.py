@@ -60,8 +60,12 @@ def topic_order(sentences: Sequence[str]) -> list[str]:
     return lead + sorted(rest, key=sentence_topic)  # sorted() is stable
 
 
-def split_sentences(text: str) -> list[str]:
-    """The sentences of one description (ends at . ! ? or a line break), without the control
-    characters and replacement marks a byte-level decoder can emit."""
-    clean = "".join(ch for ch in (text or "") if ch != "\ufffd" and (ch in "\n\t" or unicodedata.category(ch)[0] != "C"))
-    return [s.strip() for s in _SENTENCE_END.split(clean) if s and s.strip()]
+def strip_control(text: str) -> str:
+    """`text` without control characters (line breaks and tabs kept) and Unicode replacement marks."""
+    return "".join(ch for ch in text if ch != "\ufffd" and (ch in "\n\t" or unicodedata.category(ch)[0] != "C"))
+
+
+def split_generated(text: str) -> list[str]:
+    """Split one generated text into sentences (ends at . ! ? or a line break; the workspace stores
+    one per line), without the control characters a byte-level decoder can emit."""
+    return [s.strip() for s in _SENTENCE_END.split(strip_control(text or "")) if s and s.strip()]

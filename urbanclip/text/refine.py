@@ -34,14 +34,13 @@ refining refined text changes nothing (tested on the real captions).
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from urbanclip.data.topics import LAND_USE_TERMS, TOPICS, sentence_topic, topic_order  # noqa: F401 (re-exported)
+from urbanclip.data.topics import LAND_USE_TERMS, TOPICS, sentence_topic, strip_control, topic_order  # noqa: F401 (re-exported)
 
 RULES_VERSION = "rules-v3"  # bump when the table changes; recorded in the workspace manifest
 
@@ -212,7 +211,7 @@ def coerce_text(value: object) -> tuple[str, bool]:
         text = bytes(value).decode("utf-8", errors="replace")
     else:
         text = str(value)
-    cleaned = "".join(ch for ch in text if ch != "\ufffd" and (ch in "\n\t" or unicodedata.category(ch)[0] != "C"))
+    cleaned = strip_control(text)
     return cleaned, cleaned != text
 
 

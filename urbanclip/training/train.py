@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from urbanclip import runlock
-from urbanclip.data.topics import split_sentences
+from urbanclip.data.topics import split_generated
 from urbanclip.data.workspace import Workspace, atomic_write_json
 from urbanclip.errors import UserError
 from urbanclip.events import JsonlLogger, ProgressCallback, ProgressTracker
@@ -415,7 +415,7 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
         result["n_generated"] = m
         # how sure the captioner is of the first sentence it writes for held-out tiles: the reference the
         # grounding badge ranks a tile's first sentence against (text.faithfulness.DescriptionGrounding)
-        firsts = [split_sentences(c)[:1] for c in captions]
+        firsts = [split_generated(c)[:1] for c in captions]
         lead_lp = [lp[0] for i in range(0, m, batch_size)
                    for lp in model.sentence_logprobs(x[i:min(i + batch_size, m)].to(device), firsts[i:i + batch_size])
                    if lp]

@@ -6,16 +6,7 @@ from abc import ABC, abstractmethod
 
 from PIL import Image
 
-from urbanclip.data.topics import split_sentences
-
-
-def split_generated(text: str) -> list[str]:
-    """Split one generated text into sentences (the workspace stores one per line),
-    without control characters a byte-level decoder can emit."""
-    from urbanclip.text.refine import coerce_text
-
-    clean, _ = coerce_text(text or "")
-    return split_sentences(clean)
+from urbanclip.data.topics import split_generated  # noqa: F401 (every backend's sentence splitting)
 
 
 class Captioner(ABC):
