@@ -143,7 +143,10 @@ def test_kv_cached_steps_equal_full_recomputation(model, strategy, monkeypatch):
         def step(ids, rows):
             hit = all((r, tuple(q[:-1])) in cached.index for r, q in zip(rows.tolist(), ids.tolist()))
             got = cached(ids, rows)
-            want = m._next_logprobs(ids, visual[rows], banned)
+            x, _ = m._unimodal(ids)  # the training path: every position of the prefix read again
+            for block in m.multimodal:
+                x = block(x, visual=visual[rows])
+            want = m.lm_head(m.ln_final(x[:, -1])).float().masked_fill(banned, float("-inf")).log_softmax(-1)
             finite = torch.isfinite(want)
             assert torch.equal(finite, torch.isfinite(got))
             assert torch.allclose(got[finite], want[finite], atol=1e-4)

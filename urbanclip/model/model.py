@@ -408,14 +408,6 @@ class UrbanCLIP(nn.Module):
             self._constraints_cache = (key, tok, c)
         return self._constraints_cache[2]
 
-    def _next_logprobs(self, ids: torch.Tensor, visual: torch.Tensor, banned: torch.Tensor,
-                       temperature: float = 1.0) -> torch.Tensor:
-        x, _ = self._unimodal(ids)
-        for block in self.multimodal:
-            x = block(x, visual=visual)
-        logits = self.lm_head(self.ln_final(x[:, -1])).float() / temperature  # only the last position
-        return logits.masked_fill(banned, float("-inf")).log_softmax(-1)  # [b, vocab]
-
 
 class CachedStep:
     """`step(ids, rows) -> log-probs` for `decoding.decode`, with a KV cache.
@@ -425,7 +417,7 @@ class CachedStep:
     t-1 plus one token, so this keeps the keys/values of the last step's prefixes, keyed by
     (image row, token ids), and runs only the new token through the decoder. A step whose
     prefixes it has not seen (the first, or a caller's own order) is recomputed in full, so
-    the answer never depends on the cache: it is the same function as `_next_logprobs`.
+    the answer never depends on the cache.
     """
 
     def __init__(self, model: UrbanCLIP, visual: torch.Tensor, banned: torch.Tensor):
