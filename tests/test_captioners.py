@@ -225,3 +225,17 @@ def test_urbanclip_backend_end_to_end(tmp_path):
     out = cap.describe(_images(3))
     assert len(out) == 3 and all(isinstance(s, list) for s in out)
     assert str(ckpt.resolve()) in cap.provenance and "strategy=beam" in cap.provenance
+
+
+@pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "interrupted"), (RuntimeError, "failed")])
+def test_a_run_that_raises_ends_interrupted_or_failed_with_its_summary(tmp_path, error, status):
+    from urbanclip.events import read_events, tracker_for
+
+    tracker = tracker_for(tmp_path / "run")
+    tracker.start("describe", 2)
+    stats = {"described": 0}
+    with pytest.raises(error), tracker.ends_on_error(stats):
+        stats["described"] = 1
+        raise error()
+    end = read_events(tmp_path / "run")[-1]
+    assert end["event"] == "end" and end["status"] == status and end["summary"] == {"described": 1}

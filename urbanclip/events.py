@@ -14,12 +14,13 @@ must start in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 METRICS_FILE = "metrics.jsonl"
 EVENTS = ("start", "step", "message", "end")
@@ -152,6 +153,19 @@ class ProgressTracker:
         if status not in END_STATUSES:
             raise ValueError(f"status must be one of {END_STATUSES}, got {status!r}")
         self.emit("end", status=status, summary=summary or {})
+
+    @contextlib.contextmanager
+    def ends_on_error(self, summary: dict[str, Any]) -> Iterator[None]:
+        """An exception in the block ends the run ("interrupted" on Ctrl-C, else "failed") with
+        `summary` as it is then, and propagates."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end("interrupted", summary)
+            raise
+        except BaseException:
+            self.end("failed", summary)
+            raise
 
 
 def tracker_for(run_dir: str | Path | None, bar: bool = False, keys: Iterable[str] = ()) -> ProgressTracker:

@@ -109,18 +109,12 @@ def describe_workspace(ws: Workspace, captioner: Captioner, only_missing: bool =
         return describe_sharded(ws, captioner, shard, todo_ids, target, only_missing, chunk_size, stats, tracker)
     n_chunks = -(-len(todo_ids) // chunk_size)
     tracker.start(f"describe -> {target}", n_chunks, cells=len(todo_ids), provenance=captioner.provenance)
-    try:
+    with tracker.ends_on_error(stats):
         for k, start in enumerate(range(0, len(todo_ids), chunk_size)):
             chunk = todo_ids[start:start + chunk_size]
             _apply(ws, describe_cells(ws, captioner, chunk), target, only_missing, captioner.provenance, stats)
             ws.save()
             tracker.step(k + 1, 0, len(chunk), described=float(stats["described"]))
-    except KeyboardInterrupt:
-        tracker.end("interrupted", stats)
-        raise
-    except BaseException:
-        tracker.end("failed", stats)
-        raise
     if not todo_ids and n_missing:
         ws.save()
     tracker.end("completed", stats)
@@ -137,7 +131,7 @@ def describe_sharded(ws, captioner, shard, todo_ids: list[str], target: str, onl
     parts = list(chunks(mine, chunk_size))
     tracker.start(f"describe -> {target} (rank {shard.rank} of {shard.world})", len(parts), cells=len(mine),
                   provenance=captioner.provenance)
-    try:
+    with tracker.ends_on_error(stats):
         for k, chunk in enumerate(parts):
             store.write_json(content_key(chunk), describe_cells(ws, captioner, chunk))
             tracker.step(k + 1, 0, len(chunk))
@@ -148,12 +142,6 @@ def describe_sharded(ws, captioner, shard, todo_ids: list[str], target: str, onl
             _apply(ws, {c: results[c] for c in todo_ids}, target, only_missing, captioner.provenance, stats)
             ws.save()
             store.remove()
-    except KeyboardInterrupt:
-        tracker.end("interrupted", stats)
-        raise
-    except BaseException:
-        tracker.end("failed", stats)
-        raise
     stats["rank"], stats["world"] = shard.rank, shard.world
     tracker.end("completed", stats)
     return stats
