@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -48,6 +48,11 @@ class DecodeConfig:
     top_p: float = 0.9
     temperature: float = 1.0
     seed: int = 0
+
+    @classmethod
+    def overriding(cls, **fields: Any) -> "DecodeConfig":
+        """The defaults with each field that is not None replaced (an option the user left unset)."""
+        return cls(**{k: v for k, v in fields.items() if v is not None})
 
     def validate(self, where: str = "decoding") -> None:
         if self.strategy not in STRATEGIES:

@@ -342,8 +342,8 @@ def generate_captions(model: Any, workspace: Workspace, cell_ids: Sequence[str],
     from urbanclip.model.decoding import DecodeConfig
 
     _need_text_model(model)
-    opts = {k: v for k, v in (("max_len", max_len), ("strategy", strategy)) if v is not None}
-    return describe_cells(model, workspace, list(cell_ids), DecodeConfig(**opts), batch_size)
+    return describe_cells(model, workspace, list(cell_ids), DecodeConfig.overriding(max_len=max_len, strategy=strategy),
+                          batch_size)
 
 
 def caption_sentences(text: str, source: str) -> list[str]:

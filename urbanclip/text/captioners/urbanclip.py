@@ -55,9 +55,7 @@ class UrbanCLIPCaptioner(Captioner):
     def _decoding(self):
         from urbanclip.model.decoding import DecodeConfig
 
-        opts = {k: v for k, v in (("strategy", self.cfg.strategy), ("max_len", self.cfg.max_new_tokens))
-                if v is not None}
-        cfg = DecodeConfig(**opts)
+        cfg = DecodeConfig.overriding(strategy=self.cfg.strategy, max_len=self.cfg.max_new_tokens)
         cfg.validate("urbanclip captioner")
         return cfg
 
