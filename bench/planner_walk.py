@@ -19,14 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench_browser import CHROME_ARGS, CHROMIUM, LOCAL, REPO, Server
-
-PANEL = """(prev) => {
-  const h = [...document.querySelectorAll('h3')].map(e => e.innerText.trim()).find(t => t.includes(' · cell '));
-  if (!h || h === prev || document.querySelector('[data-stale="true"]')) return null;
-  return [...document.images].every(i => i.complete) ? h : null;
-}"""
-MAP_FRAME = "iframe[title='urbanclip.ui.urbanmap']"
+from bench_browser import CHROME_ARGS, CHROMIUM, LOCAL, PANEL_JS, REPO, Server, UrbanMap
 
 
 def landuse_picks(workspace) -> tuple[str, dict[str, tuple[int, int, str]]]:
@@ -67,7 +60,7 @@ def main() -> int:
                                else (blocked.append(route.request.url), route.abort()))
             t0 = time.perf_counter()
             page.goto(server.url, wait_until="domcontentloaded")
-            frame_el = page.wait_for_selector(MAP_FRAME, timeout=600_000)
+            frame_el = page.wait_for_selector(UrbanMap.SELECTOR, timeout=600_000)
             frame = frame_el.content_frame()
             frame.wait_for_function("() => window.urbanmap && urbanmap.state && urbanmap.state.paints > 0",
                                     timeout=600_000)
@@ -77,7 +70,7 @@ def main() -> int:
                 box = frame_el.bounding_box()
                 q = frame.evaluate("([r, c]) => urbanmap.cellCentre(r, c)", [row, col])
                 page.mouse.click(box["x"] + q["x"], box["y"] + q["y"])
-                prev = page.wait_for_function(PANEL, arg=prev, timeout=120_000).json_value()
+                prev = page.wait_for_function(PANEL_JS, arg=prev, timeout=120_000).json_value()
                 page.wait_for_timeout(2000)  # the generated description and the look-alikes come last
                 body = page.inner_text("body")
                 start = body.find(prev)
