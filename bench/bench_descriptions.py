@@ -15,7 +15,10 @@ against the demo's hidden ground truth (`demo_landuse`, `demo_frac_water`):
   look-alikes    top-1 cross-city score >= 0.999, effective rank of the vectors the index
                  searches, top-5 cross-city land-use agreement (and chance), mean
                  |delta log1p indicator| of the top-1 match vs a random cross-city pair,
-                 the largest number of queries one cell is the top-1 match of (hubness)
+                 the largest number of queries one cell is the top-1 match of (hubness);
+                 and what the demo allows at best: the same quantities with the true
+                 land-use mix as vectors, and the indicator noise floor (a perfect image
+                 model's |delta log1p| ratio; see score_lookalike_ceiling)
   text search    per class query, how many of the top 10 cells belong to that class
 
 It prints a table and, as its last line, one JSON object with every quantity.
@@ -199,42 +202,126 @@ def score_grounding(ctx, cells, first: list[str], correct: np.ndarray, seed: int
             "controlled_wrong_badged_grounded": float(np.mean(neg[:, 2] == 0)) if len(neg) else math.nan}
 
 
+def indicator_matrix(ws, cells) -> np.ndarray:
+    """Observed indicators on the model's scale (log1p), one column per indicator."""
+    from urbanclip.data.indicators import to_model_scale
+
+    return np.stack([np.asarray(to_model_scale(cells[n].to_numpy(dtype=float)), dtype=float)
+                     for n in ws.indicator_names], axis=1)
+
+
+def match_quality(query_rows: np.ndarray, top5_rows: np.ndarray, cells, y: np.ndarray, seed: int = 0) -> dict:
+    """Top-5 land-use agreement and the top-1 match's mean |delta log1p| vs a random other-city cell's."""
+    lu = cells["demo_landuse"].astype(str).to_numpy()
+    city = cells["city"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    rand = np.array([rng.choice(np.flatnonzero(city != city[q])) for q in query_rows])
+    d_top = np.abs(y[top5_rows[:, 0]] - y[query_rows]).mean()
+    d_rand = np.abs(y[rand] - y[query_rows]).mean()
+    return {"agreement": float(np.mean(lu[top5_rows] == lu[query_rows][:, None])),
+            "delta_top1": float(d_top), "delta_random": float(d_rand), "ratio": float(d_top / d_rand),
+            # chance agreement: P(a random cell of another city has the query's class)
+            "chance": float(np.mean([np.mean(lu[city != city[q]] == lu[q]) for q in query_rows]))}
+
+
 def score_lookalikes(ctx, cells, seed: int = 0) -> dict:
     """Cross-city look-alikes exactly as the Map page shows them (services.profile.similar_cells)."""
-    from urbanclip.data.indicators import to_model_scale
     from urbanclip.services.profile import similar_cells
 
     ids = [c for c in cells["cell_id"] if ctx.vector_of(c) is not None]
     row = {c: i for i, c in enumerate(cells["cell_id"])}
-    lu = cells["demo_landuse"].astype(str).to_numpy()
-    city = cells["city"].astype(str).to_numpy()
-    names = list(ctx.workspace.indicator_names)
-    y = np.stack([np.asarray(to_model_scale(cells[n].to_numpy(dtype=float)), dtype=float) for n in names], axis=1)
-    top1_scores, agree, top1_rows, query_rows = [], [], [], []
+    top1_scores, top5_rows, query_rows = [], [], []
     for cid in ids:
         sim = similar_cells(ctx, cid, k=5)
-        if not sim:
+        if len(sim) < 5:
             continue
-        q = row[cid]
         top1_scores.append(sim[0].score)
-        agree.append(np.mean([lu[row[m.cell_id]] == lu[q] for m in sim]))
-        top1_rows.append(row[sim[0].cell_id])
-        query_rows.append(q)
-    top1_rows, query_rows = np.asarray(top1_rows), np.asarray(query_rows)
-    rng = np.random.default_rng(seed)
-    rand = np.array([rng.choice(np.flatnonzero(city != city[q])) for q in query_rows])
-    d_top = np.abs(y[top1_rows] - y[query_rows]).mean()
-    d_rand = np.abs(y[rand] - y[query_rows]).mean()
-    # chance agreement: P(a random cell of another city has the query's class)
-    chance = np.mean([np.mean(lu[city != city[q]] == lu[q]) for q in query_rows])
+        top5_rows.append([row[m.cell_id] for m in sim])
+        query_rows.append(row[cid])
+    top5_rows, query_rows = np.asarray(top5_rows), np.asarray(query_rows)
+    q = match_quality(query_rows, top5_rows, cells, indicator_matrix(ctx.workspace, cells), seed)
     vecs = ctx.index.vectors if hasattr(ctx.index, "vectors") else ctx.vectors
-    hubs = Counter(top1_rows.tolist())
+    hubs = Counter(top5_rows[:, 0].tolist())
     return {"lookalike_top1_ge_0999": float(np.mean(np.asarray(top1_scores) >= 0.999)),
             "lookalike_min_top1_score": float(np.min(top1_scores)), "lookalike_median_top1": float(np.median(top1_scores)),
             "effective_rank": effective_rank(vecs), "embedding_dim": int(np.asarray(vecs).shape[1]),
-            "lookalike_landuse_agreement_top5": float(np.mean(agree)), "lookalike_landuse_chance": float(chance),
-            "lookalike_delta_log1p_top1": float(d_top), "lookalike_delta_log1p_random": float(d_rand),
-            "lookalike_delta_ratio": float(d_top / d_rand), "lookalike_max_hub": int(max(hubs.values()))}
+            "lookalike_landuse_agreement_top5": q["agreement"], "lookalike_landuse_chance": q["chance"],
+            "lookalike_delta_log1p_top1": q["delta_top1"], "lookalike_delta_log1p_random": q["delta_random"],
+            "lookalike_delta_ratio": q["ratio"], "lookalike_max_hub": int(max(hubs.values()))}
+
+
+def score_lookalike_ceiling(ws, cells, seed: int = 0, draws: int = 50) -> dict:
+    """What the demo lets ANY image-only look-alike reach, from its hidden truth.
+
+    oracle: the true land-use mix (`demo_frac_*`, what the tile shows) as the vectors, nearest
+    in another city by Euclidean distance. noise floor: two cells with the SAME expected
+    indicators still differ by the generator's per-cell log-normal noise and its hidden
+    prosperity field (urbanclip.data.demo.indicators: invisible in the pixels); simulated with
+    each cell's observed value standing in for its expected one. Divided by the random-pair
+    delta, that is the least |delta log1p| ratio a perfect image model could show.
+    """
+    from urbanclip.data.demo.indicators import HIDDEN_SIGMA, NOISE_SIGMA
+
+    frac = cells[[c for c in cells.columns if c.startswith("demo_frac_")]].to_numpy(dtype=float)
+    y = indicator_matrix(ws, cells)
+    q = match_quality(np.arange(len(cells)), nearest_other_city(frac, cells), cells, y, seed)
+    rng = np.random.default_rng(seed)
+    floor = []
+    for n in ws.indicator_names:
+        raw = cells[n].to_numpy(dtype=float)
+        sd = math.hypot(NOISE_SIGMA[n], HIDDEN_SIGMA[n])
+        a, b = (raw * np.exp(rng.normal(0.0, sd, (draws, len(raw)))) for _ in range(2))
+        floor.append(np.abs(np.log1p(a) - np.log1p(b)).mean())
+    return {"oracle_landuse_agreement_top5": q["agreement"], "oracle_delta_ratio": q["ratio"],
+            "oracle_effective_rank": effective_rank(frac), "noise_floor_delta_log1p": float(np.mean(floor)),
+            "noise_floor_delta_ratio": float(np.mean(floor) / q["delta_random"])}
+
+
+def nearest_other_city(vectors: np.ndarray, cells, k: int = 5) -> np.ndarray:
+    """Rows of each cell's k nearest cells (Euclidean) in other cities."""
+    v = np.asarray(vectors, dtype=np.float64)
+    sq = (v * v).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * v @ v.T
+    city = cells["city"].astype(str).to_numpy()
+    dist[city[:, None] == city[None, :]] = np.inf
+    return np.argsort(dist, axis=1, kind="stable")[:, :k]
+
+
+def score_lookalike_tradeoff(ctx, cells, seed: int = 0) -> dict:
+    """What it would take to spread the index's vectors over more directions, and what it costs.
+
+    The index's centred unit vectors, whitened in part: coordinates on the principal axes
+    divided by (singular value ** p); p = 0 is the app's policy, p = 1 full whitening. Also the
+    supervision: the same look-alikes from the text tower's embedding of each cell's own
+    source description (the text the contrastive loss aligned the tiles to).
+    """
+    from urbanclip.data.topics import topic_order
+    from urbanclip.data.workspace import split_sentences
+    from urbanclip.search.index import normalise_rows
+
+    ids = [str(c) for c in cells["cell_id"]]
+    vecs = np.stack([ctx.index.vectors[ctx.index.row_of(c)] for c in ids]).astype(np.float64)
+    y = indicator_matrix(ctx.workspace, cells)
+    rows = np.arange(len(ids))
+    x = vecs - vecs.mean(axis=0)
+    _, sv, axes = np.linalg.svd(x, full_matrices=False)
+    out = {}
+    for p in (0.5, 0.75, 1.0):
+        w = normalise_rows(x @ axes.T / sv ** p).astype(np.float64)
+        q = match_quality(rows, nearest_other_city(w, cells), cells, y, seed)
+        out[f"whitened_{p}"] = {"effective_rank": effective_rank(w), "agreement": q["agreement"], "ratio": q["ratio"]}
+    col = ctx.workspace.text_column()
+    texts = [" ".join(topic_order(split_sentences(t))) if isinstance(t, str) else "" for t in cells[col]]
+    import torch
+
+    with torch.inference_mode():
+        t = np.concatenate([ctx.model.encode_text(texts[i:i + 128]).float().cpu().numpy()
+                            for i in range(0, len(texts), 128)]).astype(np.float64)
+    t = normalise_rows(normalise_rows(t) - normalise_rows(t).mean(axis=0)).astype(np.float64)
+    q = match_quality(rows, nearest_other_city(t, cells), cells, y, seed)
+    out["source_text"] = {"effective_rank": effective_rank(t), "agreement": q["agreement"], "ratio": q["ratio"],
+                          "column": col}
+    return out
 
 
 def score_text_search(ctx, cells) -> dict:
@@ -286,8 +373,10 @@ def main() -> None:
     g = score_grounding(ctx, cells, d.pop("first"), d.pop("correct_first"))
     la = score_lookalikes(ctx, cells)
     ts = score_text_search(ctx, cells)
+    ceiling = score_lookalike_ceiling(ws, cells)
+    tradeoff = score_lookalike_tradeoff(ctx, cells)
     result = {"workspace": str(ws.root), "model": str(model_path), "describe_seconds": round(describe_s, 1),
-              "seconds": round(time.perf_counter() - t0, 1), **d, **g, **la, **ts}
+              "seconds": round(time.perf_counter() - t0, 1), **d, **g, **la, **ceiling, "lookalike_tradeoff": tradeoff, **ts}
 
     rows = [
         ("first sentence names the true land-use class", d["first_sentence_class"], ">= 0.80"),
@@ -313,12 +402,24 @@ def main() -> None:
         (f"look-alikes: |d log1p| top-1 / random ({la['lookalike_delta_log1p_top1']:.2f} / "
          f"{la['lookalike_delta_log1p_random']:.2f})", la["lookalike_delta_ratio"], "<= 0.30"),
         ("look-alikes: most queries sharing one top-1 match", la["lookalike_max_hub"], ""),
+        ("  ceiling, true land-use mix as vectors: effective rank", ceiling["oracle_effective_rank"], ""),
+        ("  ceiling, true land-use mix as vectors: top-5 land-use agreement",
+         ceiling["oracle_landuse_agreement_top5"], ""),
+        ("  ceiling, true land-use mix as vectors: |d log1p| top-1 / random", ceiling["oracle_delta_ratio"], ""),
+        (f"  floor, same expected indicators: |d log1p| ({ceiling['noise_floor_delta_log1p']:.2f}) / random",
+         ceiling["noise_floor_delta_ratio"], ""),
     ] + [(f"text search {q!r}: top 10 of its class", n, ">= 8") for q, n in ts["text_search_top10"].items()]
     print(f"{len(cell_ids)} cells of {ws.root}, model {model_path}; described in {describe_s:.0f} s")
     print(f"{'quantity':74s} {'measured':>9s}  target")
     for name, v, target in rows:
         print(f"{name:74s} {v:9.3f}  {target}" if isinstance(v, float) else f"{name:74s} {v:9d}  {target}")
     print("first-sentence accuracy per class: " + ", ".join(f"{k} {v:.2f}" for k, v in d["first_sentence_class_per_class"].items()))
+    print("look-alikes, the index's vectors partly whitened (effective rank / top-5 agreement / |d| ratio): "
+          + "; ".join(f"p={k.split('_')[1]} {v['effective_rank']:.1f} / {v['agreement']:.3f} / {v['ratio']:.3f}"
+                      for k, v in tradeoff.items() if k.startswith("whitened")))
+    src = tradeoff["source_text"]
+    print(f"look-alikes by the text tower on each cell's own {src['column']} (the supervision): effective rank "
+          f"{src['effective_rank']:.1f}, top-5 agreement {src['agreement']:.3f}, |d| ratio {src['ratio']:.3f}")
     print("unverifiable claims by rule: " + (json.dumps(d["unverifiable_kinds"]) or "none"))
     rng = np.random.default_rng(0)
     for i in sorted(rng.choice(len(cell_ids), size=min(args.examples, len(cell_ids)), replace=False)):
