@@ -56,6 +56,15 @@ def test_polygon_aggregate_matches_brute_force(ctx):
         assert iv.predicted == pytest.approx(ctx.predictions[iv.name][inside].sum())
     assert any("Predicted sums add up each cell's predicted value, a median" in n for n in s.notes)
     assert s.area_km2 > 0
+    # with expected values (probe heads that know their residuals' spread) those are what is summed
+    import dataclasses
+
+    with_mean = dataclasses.replace(ctx, expected={k: v * 1.25 for k, v in ctx.predictions.items()})
+    s2 = area_from_polygon(with_mean, poly, city)
+    for iv in s2.indicators:
+        assert iv.predicted_from == "expected"
+        assert iv.predicted == pytest.approx(with_mean.expected[iv.name][inside].sum())
+    assert not any("a median" in n for n in s2.notes)
     # a Feature or JSON text of the same polygon selects the same cells; no city = searched everywhere
     feature = {"type": "Feature", "properties": {}, "geometry": poly}
     import json

@@ -67,14 +67,29 @@ def test_scaled_intervals_adapt_to_known_heteroscedastic_noise():
 
 
 def test_calibration_round_trips_and_refuses_unknown_method():
-    c = Calibration(level=0.8, q=1.5, floor=0.2, method="scaled", n_cal=40)
+    c = Calibration(level=0.8, q=1.5, floor=0.2, method="scaled", n_cal=40, smearing=1.3)
     assert Calibration.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    old = {k: v for k, v in c.to_dict().items() if k != "smearing"}  # saved before expected values existed
+    assert Calibration.from_dict(old).smearing == 0 and Calibration.from_dict(old).expected(np.ones(3)) is None
     with pytest.raises(UserError, match="interval method"):
         Calibration(level=0.8, q=1.0, method="quantile")
     with pytest.raises(UserError, match="ensemble"):
         ProbeConfig(ensemble=0)
     with pytest.raises(UserError, match="between 0 and 1"):
         ProbeConfig(interval=80)
+
+
+def test_sums_of_expected_values_hit_log_normal_totals_where_sums_of_medians_run_low():
+    # log1p values = a known prediction + log-normal noise (the demo's indicators are built this way)
+    rng = np.random.default_rng(0)
+    center = rng.uniform(4, 9, 6000)
+    y = center + rng.normal(0, 0.6, center.size)
+    cal = calibrate(y[:1000], center[:1000], level=0.8)
+    assert cal.smearing == pytest.approx(math.exp(0.6 ** 2 / 2), rel=0.05)  # E[exp e] of N(0, 0.36)
+    truth = np.expm1(y[1000:]).sum()
+    assert np.expm1(center[1000:]).sum() / truth < 0.88  # medians: ~exp(-0.18) of the total
+    assert cal.expected(center[1000:]).sum() / truth == pytest.approx(1.0, abs=0.04)
+    assert (cal.expected(np.array([-5.0])) == 0).all()  # never below zero
 
 
 # ---------------------------------------------------------------------------------
@@ -155,6 +170,7 @@ def ctx_with_intervals(ws):
     for k, iv in res.heads.predict_interval(ctx.vectors).items():
         ctx.predictions[k] = iv.pred[rows]
         ctx.intervals[k] = (iv.lower[rows], iv.upper[rows])
+        ctx.expected[k] = iv.expected[rows]
         ctx.interval_level = iv.level
     return ctx
 
@@ -181,6 +197,26 @@ def test_context_refits_heads_saved_without_intervals(tiny_workspace_copy):
     lo, hi = ctx.intervals["population"]
     ok = np.isfinite(lo)
     assert ok.any() and (lo[ok] <= ctx.predictions["population"][ok] + 1e-9).all()
+    # the log residuals' spread lifts each expected value above its median
+    assert (ctx.expected["population"][ok] >= ctx.predictions["population"][ok]).all()
+
+
+def test_context_refits_heads_saved_without_expected_values(tiny_workspace_copy):
+    from urbanclip.data.embeddings import EmbeddingTable
+    from urbanclip.services.context import _attach_predictions, probe_dir
+
+    ctx = pixel_context(Workspace.load(tiny_workspace_copy))
+    ctx.encoder_key = "pixels"
+    d = probe_dir(ctx)
+    fit_probes(ctx.workspace, EmbeddingTable(ctx.cell_ids, ctx.vectors), None, FAST).heads.save(d)
+    meta = json.loads((d / META_FILE).read_text())
+    for c in meta["intervals"].values():
+        c.pop("smearing")
+    (d / META_FILE).write_text(json.dumps(meta))
+    (d / "DONE").write_text("ok\n")
+    assert ProbeHeads.load(d).has_intervals and not ProbeHeads.load(d).has_expected
+    _attach_predictions(ctx, fit_missing=True, progress=lambda m: None, min_train=10)
+    assert ProbeHeads.load(d).has_expected and set(ctx.expected) == set(ctx.predictions)
 
 
 def test_profile_and_uncertainty_layer(ctx_with_intervals):

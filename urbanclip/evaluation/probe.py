@@ -228,6 +228,7 @@ class Interval:
     lower: np.ndarray
     upper: np.ndarray
     level: float
+    expected: np.ndarray | None = None  # mean value (Calibration.expected): what sums of cells should add up
 
 
 # ---------------------------------------------------------------------------------
@@ -251,6 +252,11 @@ class ProbeHeads:
     @property
     def has_intervals(self) -> bool:
         return bool(self.heads) and all(k in self.calibration for k in self.heads)
+
+    @property
+    def has_expected(self) -> bool:
+        """Whether every head can give expected values (calibrations saved before smearing cannot)."""
+        return self.has_intervals and all(self.calibration[k].smearing > 0 for k in self.heads)
 
     @property
     def indicators(self) -> list[str]:
@@ -285,7 +291,7 @@ class ProbeHeads:
     def predict_interval(self, vectors: np.ndarray) -> dict[str, Interval]:
         """Raw-scale predictions with their intervals per indicator (expm1 of the log values, clipped at 0)."""
         raw = lambda a: np.clip(from_model_scale(a), 0.0, None)  # noqa: E731
-        return {k: Interval(raw(p), raw(lo), raw(hi), self.calibration[k].level)
+        return {k: Interval(raw(p), raw(lo), raw(hi), self.calibration[k].level, self.calibration[k].expected(p))
                 for k, (p, lo, hi) in self.predict_interval_log(vectors).items()}
 
     def save(self, directory: Path | str) -> Path:

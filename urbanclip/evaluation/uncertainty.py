@@ -59,6 +59,7 @@ class Calibration:
     floor: float = 0.0      # added to the spread before scaling ("scaled" only)
     method: str = "scaled"  # "scaled" (by ensemble std + floor) or "absolute" (constant width)
     n_cal: int = 0          # calibration cells
+    smearing: float = 0.0   # Duan's factor mean(exp(y - ŷ)) on the calibration cells; 0 = not measured
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -78,13 +79,26 @@ class Calibration:
         w = self.half_width(spread, c.size).reshape(c.shape)
         return c - w, c + w
 
+    def expected(self, center: np.ndarray) -> np.ndarray | None:
+        """Raw-scale expected values of cells predicted `center` (log1p), None without a smearing factor.
+
+        expm1(ŷ) is the median of a cell's value, and a sum of medians runs below the total
+        (a log-normal's mean exceeds its median). With y = log1p(v) = ŷ + e and e independent
+        of ŷ, E[v] = exp(ŷ)·E[exp e] - 1; Duan's smearing estimate (1983, JASA) takes E[exp e]
+        from the calibration residuals, without assuming their distribution.
+        """
+        if not self.smearing > 0:
+            return None
+        return np.clip(np.exp(np.asarray(center, dtype=np.float64)) * self.smearing - 1.0, 0.0, None)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         return cls(level=float(d["level"]), q=float(d["q"]), floor=float(d.get("floor", 0.0)),
-                   method=str(d.get("method", "scaled")), n_cal=int(d.get("n_cal", 0)))
+                   method=str(d.get("method", "scaled")), n_cal=int(d.get("n_cal", 0)),
+                   smearing=float(d.get("smearing", 0.0)))
 
 
 def calibrate(y_cal: np.ndarray, pred_cal: np.ndarray, spread_cal: np.ndarray | None = None,
@@ -95,10 +109,12 @@ def calibrate(y_cal: np.ndarray, pred_cal: np.ndarray, spread_cal: np.ndarray | 
     if y.shape != p.shape:
         raise ValueError(f"calibration targets and predictions differ in shape: {y.shape} vs {p.shape}")
     resid = np.abs(y - p)
+    ok = np.isfinite(y - p)
+    smearing = float(np.mean(np.exp(y[ok] - p[ok]))) if ok.any() else 0.0
     floor = float(np.median(spread_cal)) if spread_cal is not None and len(spread_cal) else 0.0
     if spread_cal is None or floor <= 0:
-        return Calibration(level, conformal_quantile(resid, level), 0.0, "absolute", int(y.size))
-    cal = Calibration(level, 1.0, floor, "scaled", int(y.size))
+        return Calibration(level, conformal_quantile(resid, level), 0.0, "absolute", int(y.size), smearing)
+    cal = Calibration(level, 1.0, floor, "scaled", int(y.size), smearing)
     cal.q = conformal_quantile(resid / cal.scale(spread_cal, y.size), level)
     return cal
 

@@ -72,6 +72,7 @@ class AreaIndicator:
     predicted: float | None      # None when there are no predictions
     predicted_cells: int
     suspect_cells: int = 0       # cells whose observed value looks capped / filled (included in `observed`)
+    predicted_from: str = "expected"  # "expected": of per-cell expected values; "median": of per-cell medians
 
 
 @dataclass
@@ -239,14 +240,16 @@ def indicator_totals(ctx: AppContext, cell_ids: Sequence[str]) -> list[AreaIndic
     for name, spec in ws.manifest.indicators.items():
         how = "mean" if spec.aggregation == "mean" else "sum"
         obs, n_obs = _aggregate(ws.cells[name].to_numpy(dtype=np.float64)[idx], how)
-        pred_all = ctx.predictions.get(name)
+        # expected values add up to totals; medians (the per-cell display) run low, so they are the fallback
+        pred_from = "expected" if name in ctx.expected else "median"
+        pred_all = ctx.expected.get(name, ctx.predictions.get(name))
         pred, n_pred = (None, 0)
         if pred_all is not None:
             p, n_pred = _aggregate(np.asarray(pred_all, dtype=np.float64)[idx], how)
             pred = p if n_pred else None
         flag = ws.suspect_values().get(name, {}).get("flag")
         suspect = int(ws.cells["flags"].iloc[idx].str.split(";").apply(lambda f: flag in f).sum()) if flag else 0
-        out.append(AreaIndicator(name, spec.label, spec.unit, how, obs, n_obs, pred, n_pred, suspect))
+        out.append(AreaIndicator(name, spec.label, spec.unit, how, obs, n_obs, pred, n_pred, suspect, pred_from))
     return out
 
 
@@ -400,9 +403,10 @@ def summarise_area(ctx: AppContext, cell_ids: Sequence[str], selection: str = "c
     partial = [iv.label for iv in indicators if 0 < iv.observed_cells < len(ids)]
     if partial:
         notes.append(f"Observed values are unknown for some cells ({', '.join(partial)}): sums cover known cells only.")
-    if any(iv.predicted is not None and iv.aggregation == "sum" for iv in indicators):
+    if any(iv.predicted is not None and iv.aggregation == "sum" and iv.predicted_from == "median"
+           for iv in indicators):
         notes.append("Predicted sums add up each cell's predicted value, a median (the probes predict log1p), "
-                     "so they tend to run below the true total (on the demo: 76-84% of the observed city totals).")
+                     "so they tend to run below the true total; refit the probes to sum expected values instead.")
     for iv in indicators:
         if iv.suspect_cells:
             info = ws.suspect_values()[iv.name]

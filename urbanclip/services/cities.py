@@ -23,8 +23,9 @@ def city_totals(ctx: AppContext, cities: list[str]) -> pd.DataFrame:
     """One row per indicator (its manifest aggregation: sum or mean over cells), one column per
     city, observed and (when a model predicts) predicted, in the indicator's own unit.
 
-    A predicted cell value is expm1 of a log1p prediction: a median, not a mean, so a sum of
-    them runs low (demo: 76-84% of the observed totals); the row label says what it sums."""
+    Predicted aggregates are of per-cell expected values (uncertainty.Calibration.expected); with
+    probe heads saved before those existed, of per-cell medians, which run low (demo: 62-95% of
+    the observed city totals), and the row label says so."""
     from urbanclip.services.area import area_km2, indicator_totals
     from urbanclip.services.profile import format_value
 
@@ -38,8 +39,9 @@ def city_totals(ctx: AppContext, cities: list[str]) -> pd.DataFrame:
             rows.setdefault(label, {})[city] = (f"{format_value(iv.observed, iv.unit)}"
                                                 + ("" if iv.observed_cells == len(ids) else
                                                    f" ({iv.observed_cells:,} cells known)"))
-            if iv.predicted is not None:  # per-cell predictions are medians (probes fit log1p), so say so
-                label = f"{iv.label} ({iv.aggregation} of per-cell medians), predicted"
+            if iv.predicted is not None:
+                of = "" if iv.predicted_from == "expected" else " of per-cell medians"
+                label = f"{iv.label} ({iv.aggregation}{of}), predicted"
                 rows.setdefault(label, {})[city] = format_value(iv.predicted, iv.unit)
     return pd.DataFrame(rows).T[cities]
 

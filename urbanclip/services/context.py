@@ -108,6 +108,9 @@ class AppContext:
     # indicator -> (lower, upper) of the prediction interval, raw scale, aligned with workspace.cells
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     interval_level: float | None = None     # nominal coverage of `intervals`, e.g. 0.8
+    # indicator -> expected (mean) value per cell, raw scale, aligned: what sums over cells add up
+    # (`predictions` are medians; see uncertainty.Calibration.expected)
+    expected: dict[str, np.ndarray] = field(default_factory=dict)
     # indicator -> cells with imagery and an observed value per split: what a probe could learn from
     probe_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     prediction_notes: dict[str, str] = field(default_factory=dict)  # indicator -> why it has no prediction
@@ -382,10 +385,11 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress,
     d = probe_dir(ctx)
     try:
         heads = ProbeHeads.load(d) if (d / "DONE").is_file() else None
-        outdated = heads is not None and not heads.has_intervals and fit_missing
+        outdated = heads is not None and not heads.has_expected and fit_missing
         if outdated:
-            # cached before prediction intervals existed: refit once (the cache is ours to redo)
-            ctx.notes.append("The cached probe heads predate prediction intervals; they were refitted with intervals.")
+            # cached before prediction intervals or expected values existed: refit once (the cache is ours to redo)
+            ctx.notes.append("The cached probe heads predate prediction intervals or expected values; they were "
+                             "refitted.")
             heads = None
         if heads is not None and fit_missing and not set(known) <= set(heads.predict(ctx.vectors[:1])):
             heads = None  # cached for fewer indicators (an indicator was attached since): refit
@@ -425,3 +429,5 @@ def _attach_predictions(ctx: AppContext, fit_missing: bool, progress: Progress,
         if name in known:
             ctx.intervals[name] = (aligned(iv.lower), aligned(iv.upper))
             ctx.interval_level = iv.level
+            if iv.expected is not None:
+                ctx.expected[name] = aligned(iv.expected)

@@ -4,7 +4,8 @@ Cell exports are one row per cell, EPSG:4326 (lon/lat) polygons, columns:
   cell_id, city, row, col, lat, lon, split[, split_block], flags,
   description (the workspace's refined text when present, else its raw text; sentences joined by spaces),
   description_column (which column that was),
-  <indicator>_observed, <indicator>_predicted, <indicator>_lower, <indicator>_upper (raw units; NaN = unknown),
+  <indicator>_observed, <indicator>_predicted (the median), <indicator>_expected (the mean: sum this column
+  for totals), <indicator>_lower, <indicator>_upper (raw units; NaN = unknown),
   interval_level (nominal coverage of [lower, upper], e.g. 0.8; NaN without intervals).
 
 Formats (all open with geopandas):
@@ -102,6 +103,8 @@ def cells_frame(ctx: AppContext, city: str | None = None, cell_ids: Sequence[str
         out[f"{name}_observed"] = cells[name].to_numpy(dtype=np.float64)
         pred = ctx.predictions.get(name)
         out[f"{name}_predicted"] = pred[rows] if pred is not None else nan
+        mean = ctx.expected.get(name)
+        out[f"{name}_expected"] = mean[rows] if mean is not None else nan
         lo, hi = ctx.intervals.get(name, (None, None))
         out[f"{name}_lower"] = lo[rows] if lo is not None else nan
         out[f"{name}_upper"] = hi[rows] if hi is not None else nan
