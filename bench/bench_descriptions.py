@@ -141,7 +141,13 @@ def score_descriptions(cells, sentences: list[list[str]], source_sentences: set[
         keys = {" | ".join(sentence_key(x) for x in sentences[r]) for r in rows}
         distinct[str(city)] = len(keys) / len(rows)
     per_class = {c: float(correct[np.array(landuse) == c].mean()) for c in sorted(set(landuse))}
+    from urbanclip.data.workspace import split_sentences
+
+    # the same check of the workspace's own text: how often the training text leads with the true class
+    src_first = [(split_sentences(t) or [""])[0] if isinstance(t, str) else "" for t in cells["text_raw"]]
+    src_correct = np.mean([lu in keyword_classes(f, LANDUSE_KEYWORDS) for lu, f in zip(landuse, src_first)])
     return {
+        "source_first_sentence_class": float(src_correct),
         "cells": len(sentences), "empty": int(sum(not s for s in sentences)),
         "first_sentence_class": float(correct.mean()), "first_sentence_class_only": float(only.mean()),
         "first_sentence_class_water": float(correct[is_water].mean()) if is_water.any() else math.nan,
@@ -382,6 +388,7 @@ def main() -> None:
         ("first sentence names the true land-use class", d["first_sentence_class"], ">= 0.80"),
         ("  ... on water cells", d["first_sentence_class_water"], ">= 0.90"),
         ("  ... and no other class", d["first_sentence_class_only"], ""),
+        ("  the source text (text_raw) by the same check", d["source_first_sentence_class"], ""),
         ("descriptions repeating a sentence", d["repeat_sentence_share"], "0"),
         ("distinct descriptions per city (min)", d["distinct_ratio_min"], ">= 0.30"),
         (f"water mentioned when >= {WATER_SHARE:.0%} water (recall, {d['water_cells']} cells)", d["water_recall"], ">= 0.90"),
