@@ -239,6 +239,60 @@ def test_map_page_flags_a_weakly_grounded_description(tiny_workspace_path, monke
     st.cache_resource.clear()
 
 
+class _Captioner:
+    """A stand-in with known answers: log P(sentence | tile) and text-tower vectors per sentence."""
+
+    has_text = True
+    tokenizer = object()
+
+    class config:
+        image_size = 8
+
+    def __init__(self, logp: dict[str, float], vec: dict[str, list[float]]):
+        self.logp, self.vec = logp, vec
+
+    def sentence_logprobs(self, images, descriptions):
+        assert images.shape[0] == 1  # one tile, read once, for every candidate
+        return [[self.logp[d[0]]] for d in descriptions]
+
+    def encode_text(self, texts):
+        import torch
+
+        return torch.nn.functional.normalize(torch.tensor([self.vec[t] for t in texts]), dim=-1)
+
+
+def test_meaning_share_adds_up_the_captioners_weight_on_wordings_of_the_same_reading():
+    import torch
+
+    from urbanclip.text.faithfulness import meaning_share
+
+    fields, crops, houses = "Farmland with fields.", "Fields of crops.", "Suburban houses."
+    m = _Captioner({fields: math.log(0.3), crops: math.log(0.3), houses: math.log(0.4)},
+                   {fields: [1.0, 0.1], crops: [1.0, 0.3], houses: [0.0, 1.0]})
+    share, alt = meaning_share(m, torch.zeros(3, 8, 8), fields, [crops, houses, fields], same_meaning=0.6)
+    # "houses" is the likeliest single sentence, but the two farmland wordings together outweigh it
+    assert share == pytest.approx(0.6) and alt == houses
+    share, alt = meaning_share(m, torch.zeros(3, 8, 8), houses, [fields, crops], same_meaning=0.6)
+    assert share == pytest.approx(0.4) and alt in (fields, crops)
+    # a sentence the captioner was never shown still counts itself; nothing else alike: no alternative
+    share, alt = meaning_share(m, torch.zeros(3, 8, 8), fields, [crops], same_meaning=0.6)
+    assert share == pytest.approx(1.0) and alt is None
+
+
+def test_badge_by_meaning_share():
+    from urbanclip.text.faithfulness import DescriptionGrounding
+
+    mixed = DescriptionGrounding(["Suburban houses.", "A river."], [0.9, 0.8], [1.0, 0.8], 0.5, 63,
+                                 meaning_share=0.35, alternative="Farmland with fields.")
+    assert mixed.low and mixed.score == pytest.approx(0.35) and mixed.weak_sentences == ["Suburban houses."]
+    assert mixed.message().startswith("Weakly grounded: the captioner gives 35% of its weight")
+    assert "“Farmland with fields.”" in mixed.message()
+    sure = DescriptionGrounding(["Farmland."], [0.8], [1.0], 0.5, 63, [0.01], [0.05, 0.5], meaning_share=0.9)
+    assert not sure.low and sure.score == pytest.approx(0.9)  # the share decides, not the wording's support rank
+    off = DescriptionGrounding(["Water."], [0.3], [-0.5], 0.5, 63, meaning_share=0.95)
+    assert off.low  # the captioner is sure, but the sentence fits its tile worse than chance
+
+
 def test_badge_ranks_the_first_sentence_against_the_captioners_own_first_sentences():
     from urbanclip.text.faithfulness import DescriptionGrounding
 

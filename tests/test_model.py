@@ -205,3 +205,11 @@ def test_sentence_logprobs_split_the_caption_loglikelihood_by_sentence(model):
     total = logits.gather(-1, ids[:, 1:, None]).sum()
     assert len(lp) == 2 and all(v < 0 for v in lp)
     assert abs(sum(lp) - float(total)) < 1e-3
+
+
+def test_one_tile_serves_many_candidate_sentences(model):
+    # the grounding badge scores several first sentences of one tile: the tile is read once
+    cands = [[c] for c in CAPTIONS]
+    once = model.sentence_logprobs(_images(1), cands)
+    repeated = model.sentence_logprobs(_images(1).expand(len(CAPTIONS), -1, -1, -1), cands)
+    assert torch.allclose(torch.tensor(once), torch.tensor(repeated), atol=1e-5)

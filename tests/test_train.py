@@ -152,6 +152,9 @@ def test_pretrain_on_the_demo_reports_landuse_hits(tiny_workspace_path, tmp_path
     q = ev["lead_support_quantiles"]
     assert len(q) == 21 and q == sorted(q) and 0 < q[0] and q[-1] <= 1
     assert load_model(tmp_path / "run").lead_support_reference == q
+    # ... and the first sentences it wrote (the candidates of the badge's meaning share), once each
+    leads = ev["lead_sentences"]
+    assert leads and leads == sorted(set(leads)) and load_model(tmp_path / "run").lead_sentences == leads
 
 
 def test_torchrun_two_processes_on_cpu(workspace, tmp_path):

@@ -196,7 +196,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
     # where it was trained (the app notes a model from another workspace or domain)
     model.train_provenance = {"workspace_fingerprint": ckpt.get("workspace_fingerprint"), **(ckpt.get("extra") or {})}
     # the grounding badge's reference (train.evaluate); None for checkpoints written before it existed
-    model.lead_support_reference = ((ckpt.get("extra") or {}).get("grounding") or {}).get("lead_support_quantiles")
+    grounding = (ckpt.get("extra") or {}).get("grounding") or {}
+    model.lead_support_reference = grounding.get("lead_support_quantiles")
+    model.lead_sentences = grounding.get("lead_sentences")  # None before they were stored
     return model.to(device).eval()
 
 

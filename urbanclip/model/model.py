@@ -326,9 +326,12 @@ class UrbanCLIP(nn.Module):
         return self.encode_image(images) @ self.encode_text(texts).t()
 
     def caption_logits(self, images: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [b, l, vocab] for every prefix of token_ids (teacher forcing)."""
+        """Next-token logits [b, l, vocab] for every prefix of token_ids (teacher forcing); one image
+        ([1, 3, S, S]) is read once and serves every row of token_ids (candidate texts of one tile)."""
         self._need_text()
         visual = self.caption_pool(self.image_tokens(images.to(self.device)))
+        if visual.shape[0] == 1 and token_ids.shape[0] > 1:
+            visual = visual.expand(token_ids.shape[0], -1, -1)
         x, _ = self._unimodal(token_ids.to(self.device))
         return self._multimodal(x, visual)
 
@@ -354,7 +357,8 @@ class UrbanCLIP(nn.Module):
     @torch.no_grad()
     def sentence_logprobs(self, images: torch.Tensor, descriptions: list[list[str]]) -> list[list[float]]:
         """log P(sentence | image, the sentences before it) under the captioner, for every sentence of
-        every description (teacher forcing, one pass); NaN for sentences beyond the context length."""
+        every description (teacher forcing, one pass); NaN for sentences beyond the context length.
+        `images`: one per description, or one image for all of them."""
         tok = self._need_text()
         rows, spans = [], []
         for sents in descriptions:

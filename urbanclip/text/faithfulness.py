@@ -43,7 +43,8 @@ from urbanclip.errors import UserError
 from urbanclip.model.inference import ModelImageEncoder, describe_cells, embed_cells, encode_texts, need_text_tower
 
 GENERATED = "generated"
-SUPPORT_RANK_THRESHOLD = 0.2  # badge: the first sentence is in the captioner's least sure fifth
+SUPPORT_RANK_THRESHOLD = 0.2  # badge (older checkpoints): the first sentence is in the captioner's least sure fifth
+MEANING_SHARE_THRESHOLD = 0.5  # badge: the captioner gives the other readings of the tile more weight than this one
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s.!?,;:]+$")
 
@@ -57,6 +58,10 @@ class GroundingConfig:
     seed: int = 0
     threshold: float = 0.5      # percentile; 0.5 = no better than a random tile of the city
     batch_size: int = 64        # texts / images per forward pass
+    # two first sentences "say the same" when the text tower puts them at least this close (cosine);
+    # chosen on the demo's val cells (bench/bench_descriptions.py): the shipped model's paraphrases of
+    # one land use sit at 0.66-0.97, nine in ten pairs of different land uses below 0.41
+    same_meaning: float = 0.6
 
     def validate(self, where: str = "grounding") -> None:
         if self.n_reference < 2:
@@ -220,21 +225,28 @@ def ground_sentences(model: Any, workspace: Workspace, sentences_by_cell: Mappin
 class DescriptionGrounding:
     """Grounding of one description (the side panel's badge).
 
-    Two checks of the first sentence, which states the land use:
+    Checks of the first sentence, which states the land use:
     * contrastive: `percentiles[0]`, the share of random tiles of the city it fits worse than
       its own tile (`percentiles`/`z` hold this for every sentence);
-    * captioner: `support`, P(sentence | tile, the sentences before it) per sentence
-      (`UrbanCLIP.sentence_logprobs`), ranked against `support_reference`, the quantiles of the
-      support of the first sentences the model wrote for held-out tiles after training
-      (`training.train.evaluate`; stored in the checkpoint). `support_rank` 0.1 = the captioner
-      is less sure of this first sentence than of 90% of its own.
-    `score` = sqrt(first-sentence percentile x support rank); the badge flags a description whose
-    first sentence is in the captioner's least sure fifth or fits its tile no better than chance.
-    Why both: on the demo (bench/bench_descriptions.py) a wrong first sentence the captioner
-    writes is most often the tile's second land use on a mixed tile, which fits that tile better
-    than random tiles (the percentile stays high) but is written with less confidence; a first
-    sentence of a plainly different land use fails the percentile. Without a tile image or a
-    reference (older checkpoints), the badge falls back to the mean percentile.
+    * captioner, by meaning: `meaning_share`, the captioner's probability P(sentence | tile) over
+      the first sentences it writes for held-out tiles (`lead_sentences`, stored in the checkpoint
+      by `training.train.evaluate`) plus this one, renormalised, summed over those that say the
+      same as this one (`meaning_share`). Why by meaning: a land use has several wordings, and
+      the captioner's doubt between "farmland" wordings is no doubt about the tile, while its
+      weight on "suburban housing" wordings is. This is semantic uncertainty (Kuhn et al., ICLR
+      2023), with "same meaning" = text-tower cosine >= `GroundingConfig.same_meaning`.
+      `alternative` = the likeliest first sentence of another meaning.
+    * captioner, by wording (checkpoints without `lead_sentences`): `support`, P(sentence | tile,
+      the sentences before it) per sentence, ranked against `support_reference`, the quantiles of
+      the support of the model's held-out first sentences; `support_rank` 0.1 = less sure than
+      of 90% of its own.
+    `score` = the meaning share (else sqrt(first-sentence percentile x support rank)); the badge
+    flags a first sentence the captioner gives less than half its weight (else: in its least
+    sure fifth), or that fits its tile no better than chance. On the demo (bench/
+    bench_descriptions.py) a wrong first sentence is most often the tile's second land use on a
+    mixed tile: it fits that tile better than random tiles (the percentile stays high), but the
+    captioner gives the tile's main land use more weight. Without a tile image or references
+    (older checkpoints), the badge falls back to the mean percentile.
     """
 
     sentences: list[str]
@@ -245,6 +257,9 @@ class DescriptionGrounding:
     support: list[float] | None = None
     support_reference: list[float] | None = None
     rank_threshold: float = SUPPORT_RANK_THRESHOLD
+    meaning_share: float = math.nan
+    alternative: str | None = None
+    share_threshold: float = MEANING_SHARE_THRESHOLD
 
     @property
     def mean_percentile(self) -> float:
@@ -260,18 +275,28 @@ class DescriptionGrounding:
         return float(np.interp(self.support[0], ref, np.linspace(0.0, 1.0, len(ref))))
 
     @property
+    def _by_meaning(self) -> bool:
+        return math.isfinite(self.meaning_share) and bool(self.percentiles) and math.isfinite(self.percentiles[0])
+
+    @property
     def _checked(self) -> bool:
+        if self._by_meaning:
+            return True
         return math.isfinite(self.support_rank) and bool(self.percentiles) and math.isfinite(self.percentiles[0])
 
     @property
     def score(self) -> float:
         """What the badge judges (higher = better grounded)."""
+        if self._by_meaning:
+            return self.meaning_share
         if self._checked:
             return math.sqrt(self.percentiles[0] * self.support_rank)
         return self.mean_percentile
 
     @property
     def low(self) -> bool:
+        if self._by_meaning:
+            return self.meaning_share < self.share_threshold or self.percentiles[0] < self.threshold
         if self._checked:
             return self.support_rank < self.rank_threshold or self.percentiles[0] < self.threshold
         m = self.mean_percentile
@@ -284,7 +309,12 @@ class DescriptionGrounding:
                        if math.isfinite(p) and p < self.threshold and s not in weak]
 
     def message(self) -> str:
-        if self._checked:
+        if self._by_meaning:
+            text = (f"the captioner gives {self.meaning_share:.0%} of its weight to first sentences that say this"
+                    + (f" (its likeliest other reading: \u201c{self.alternative}\u201d)" if self.alternative else "")
+                    + f", and it fits this tile better than {self.percentiles[0]:.0%} of {self.n_reference} random "
+                    "tiles of the city (50% = chance)")
+        elif self._checked:
             text = (f"the captioner is surer of the first sentence than of {self.support_rank:.0%} of the first "
                     f"sentences it wrote for held-out tiles, and it fits this tile better than "
                     f"{self.percentiles[0]:.0%} of {self.n_reference} random tiles of the city (50% = chance)")
@@ -310,6 +340,38 @@ def captioner_support(model: Any, image: Any, sentences: Sequence[str]) -> list[
     return [float(math.exp(v)) if math.isfinite(v) else math.nan for v in lp]
 
 
+def meaning_share(model: Any, image: Any, sentence: str, references: Sequence[str],
+                  same_meaning: float = 0.6) -> tuple[float, str | None]:
+    """How much of the captioner's weight goes to first sentences that say what `sentence` says.
+
+    The candidates are `sentence` and `references` (the first sentences the model writes,
+    `model.lead_sentences`); each gets P(candidate | tile) from the captioner (one decoder pass,
+    the tile read once), renormalised over the candidates. Returns (the summed share of the
+    candidates whose text-tower cosine with `sentence` is >= `same_meaning`, the likeliest
+    candidate of another meaning or None). See DescriptionGrounding.
+    """
+    import torch
+
+    from urbanclip.model.transforms import eval_transform
+
+    _need_text_model(model)
+    cands = list(dict.fromkeys([sentence, *references]))
+    x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
+    with torch.inference_mode():
+        lp = np.array([v[0] for v in model.sentence_logprobs(x.unsqueeze(0), [[c] for c in cands])], dtype=np.float64)
+        emb = model.encode_text(cands).float().cpu().numpy()
+    lp[~np.isfinite(lp)] = -np.inf
+    if not np.isfinite(lp[0]):
+        return math.nan, None
+    p = np.exp(lp - lp.max())
+    p /= p.sum()
+    same = emb @ emb[0] >= same_meaning
+    same[0] = True
+    other = np.flatnonzero(~same)
+    alternative = cands[other[np.argmax(p[other])]] if other.size else None
+    return float(p[same].sum()), alternative
+
+
 def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: np.ndarray,
                        sentences: Sequence[str], cfg: GroundingConfig | None = None,
                        image: Any = None) -> DescriptionGrounding | None:
@@ -328,8 +390,12 @@ def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: 
     own = np.asarray(image_vector, dtype=np.float32) @ text.T
     pct, z = grounding_scores(own, ref @ text.T)
     support = captioner_support(model, image, sents) if image is not None else None
+    leads = getattr(model, "lead_sentences", None)
+    share, alternative = (meaning_share(model, image, sents[0], leads, cfg.same_meaning)
+                          if image is not None and leads else (math.nan, None))
     return DescriptionGrounding(sents, [float(p) for p in pct], [float(v) for v in z], cfg.threshold,
-                                int(ref.shape[0]), support, getattr(model, "lead_support_reference", None))
+                                int(ref.shape[0]), support, getattr(model, "lead_support_reference", None),
+                                meaning_share=share, alternative=alternative)
 
 
 # ---------------------------------------------------------------------------------

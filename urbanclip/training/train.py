@@ -332,8 +332,9 @@ def _run(ws: Workspace, out: Path, model_cfg: ModelConfig, cfg: TrainConfig, env
             if not cfg.image_only and len(val) >= 2:
                 tracker.message("evaluating on the val split (retrieval, generated descriptions)...")
                 summary["eval"] = evaluate(model, val, cfg, seed=cfg.seed)
-                if "lead_support_quantiles" in summary["eval"]:  # the grounding badge's reference
-                    grounding = {"grounding": {"lead_support_quantiles": summary["eval"]["lead_support_quantiles"]}}
+                # the grounding badge's references (text.faithfulness.DescriptionGrounding)
+                grounding = {"grounding": {k: summary["eval"][k] for k in ("lead_support_quantiles", "lead_sentences")
+                                           if k in summary["eval"]}}
             save(half=True, path=out / ckptmod.MODEL_FILE, **grounding)
         summary["train_seconds"] = round(time.time() - t_start, 1)
         atomic_write_json(out / SUMMARY_FILE, summary)
@@ -421,6 +422,8 @@ def evaluate(model: UrbanCLIP, val: TileSet, cfg: TrainConfig, seed: int = 0, ba
                    if lp]
         if lead_lp:
             result["lead_support_quantiles"] = [float(v) for v in np.exp(np.quantile(lead_lp, np.linspace(0, 1, 21)))]
+        # the first sentences it writes: what the badge weighs a first sentence against (faithfulness.meaning_share)
+        result["lead_sentences"] = sorted({f[0] for f in firsts if f})
         result["examples"] = [{"cell_id": c, "generated": g, "source": s}
                               for c, g, s in zip(val.cell_ids[:5], captions[:5], texts[:5])]
         if val.landuse is not None:
