@@ -94,8 +94,6 @@ class TrainConfig:
     seed: int = 0
     lambda_con: float = 1.0         # 0 = ablation "w/o L_con"
     lambda_lm: float = 1.0          # 0 = ablation "w/o L_lm"
-    soft_targets: float = 0.0       # share of the contrastive targets from text-text similarity, in [0, 1)
-                                    # (losses.contrastive_loss: tiles with near-identical descriptions)
     text_column: str | None = None  # None = workspace.text_column() (refined when present)
     text_sampling: str = "sentence"  # "sentence": one random sentence per step; "full": whole description, truncated;
                                      # "topics": whole description in topic order (refine.topic_order)
@@ -122,9 +120,6 @@ class TrainConfig:
                 raise UserError(f"{where}: field '{name}' must be >= 0, got {getattr(self, name)!r}")
         if not self.image_only and self.lambda_con == 0 and self.lambda_lm == 0:
             raise UserError(f"{where}: lambda_con and lambda_lm are both 0, so nothing would be learned")
-        if not 0 <= self.soft_targets < 1:
-            raise UserError(f"{where}: field 'soft_targets' must be within [0, 1) (0 = plain InfoNCE), "
-                            f"got {self.soft_targets!r}")
         if not 0 <= self.balance <= 1:
             raise UserError(f"{where}: field 'balance' must be within [0, 1] (0 = off, 1 = every concept alike), "
                             f"got {self.balance!r}")

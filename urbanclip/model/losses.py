@@ -4,8 +4,7 @@ The model's forward pass returns a `CoCaOutput`; a loss object turns it into
 `LossOutput`. The loss owns what the model must not know about:
 
 * the DDP all-gather (`all_gather_with_grad`), so every rank sees every negative;
-* the loss weights (`lambda_con`, `lambda_lm`; 0 switches a term off for the ablations);
-* soft contrastive targets (`soft`), see `contrastive_loss`.
+* the loss weights (`lambda_con`, `lambda_lm`; 0 switches a term off for the ablations).
 
 * `contrastive_loss`: THE symmetric InfoNCE (CLIP); the baselines use it too.
 * `captioning_loss`: next-token cross-entropy that ignores padding (CoCa's L_lm).
@@ -62,35 +61,19 @@ def clamp_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
     return logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
 
-def contrastive_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, logit_scale: torch.Tensor,
-                     soft: float = 0.0) -> torch.Tensor:
+def contrastive_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE: mean of image->text and text->image cross-entropy.
 
     img_emb, txt_emb: [N, D] normalised; row i of each is a positive pair.
     `logit_scale` is the raw (log) parameter. Pass gathered embeddings to use
     every rank's negatives (the loss classes below do).
-
-    soft > 0 takes that share of each row's target from the batch's text-text similarity
-    (softmax at the same temperature, no gradient), the rest from the identity. Why: city tiles
-    come in a few kinds, so a batch holds several tiles whose descriptions say nearly the same;
-    hard InfoNCE pushes each of those tiles away from its twins' texts and spends the embedding
-    on telling them apart. On the demo, soft 0.3 raised the first sentence's land-use accuracy
-    and the look-alikes' land-use agreement (assets/model/README.md).
     """
     if img_emb.shape != txt_emb.shape:
         raise ValueError(f"embeddings must have the same shape, got {tuple(img_emb.shape)} and {tuple(txt_emb.shape)}")
-    if not 0.0 <= soft < 1.0:
-        raise ValueError(f"soft must be within [0, 1), got {soft}")
     scale = clamp_logit_scale(logit_scale)
     logits = scale * img_emb @ txt_emb.t()  # [N, N]
     labels = torch.arange(logits.shape[0], device=logits.device)
-    if soft == 0:
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-    with torch.no_grad():
-        like = (scale * txt_emb @ txt_emb.t()).float().softmax(dim=-1)  # symmetric similarity, rows sum to 1
-        target = (1.0 - soft) * torch.eye(logits.shape[0], device=logits.device) + soft * like
-    return 0.5 * (F.cross_entropy(logits, target.to(logits.dtype))
-                  + F.cross_entropy(logits.t(), target.t().to(logits.dtype)))
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
 def captioning_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -99,17 +82,14 @@ def captioning_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) ->
 
 
 class CoCaLoss:
-    """UrbanCLIP's objective: lambda_con * InfoNCE(image, text) over all ranks + lambda_lm * captioning.
+    """UrbanCLIP's objective: lambda_con * InfoNCE(image, text) over all ranks + lambda_lm * captioning."""
 
-    soft: share of the contrastive targets taken from text-text similarity (`contrastive_loss`)."""
-
-    def __init__(self, lambda_con: float = 1.0, lambda_lm: float = 1.0, pad_id: int = 0, soft: float = 0.0):
+    def __init__(self, lambda_con: float = 1.0, lambda_lm: float = 1.0, pad_id: int = 0):
         if lambda_con < 0 or lambda_lm < 0 or lambda_con + lambda_lm == 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0, got {lambda_con}, {lambda_lm}")
         self.lambda_con = float(lambda_con)
         self.lambda_lm = float(lambda_lm)
         self.pad_id = int(pad_id)
-        self.soft = float(soft)  # share of the contrastive targets from text-text similarity (contrastive_loss)
 
     @property
     def needs(self) -> dict[str, bool]:
@@ -123,7 +103,7 @@ class CoCaLoss:
             if out.text_emb is None:
                 raise ValueError("the contrastive term needs text embeddings; run the model with contrast=True")
             con = contrastive_loss(all_gather_with_grad(out.image_emb), all_gather_with_grad(out.text_emb),
-                                   out.logit_scale, self.soft)
+                                   out.logit_scale)
         if self.lambda_lm > 0:
             if out.logits is None:
                 raise ValueError("the captioning term needs logits; run the model with captions=True")

@@ -60,7 +60,7 @@ def training_loss(cfg: TrainConfig, tokenizer: UrbanTokenizer | None) -> CoCaLos
     """The objective of a run: CoCa's weighted pair of losses, or two-view InfoNCE for UrbanViT."""
     if cfg.image_only:
         return TwoViewLoss()
-    return CoCaLoss(cfg.lambda_con, cfg.lambda_lm, tokenizer.pad_id, cfg.soft_targets)
+    return CoCaLoss(cfg.lambda_con, cfg.lambda_lm, tokenizer.pad_id)
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):
