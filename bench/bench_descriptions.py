@@ -198,7 +198,38 @@ def score_grounding(ctx, cells, first: list[str], correct: np.ndarray, seed: int
     pos, neg = np.array(pos), np.array(neg)
     both = np.concatenate([pos, neg])
     label = np.r_[np.ones(len(pos)), np.zeros(len(neg))].astype(bool)
-    return {"grounding_auc": roc_auc(gen[ok, 0], correct[ok]),
+    # the badge's trade-off at other share thresholds (score = the meaning share; percentile test unchanged)
+    sweep = {f"{t:.1f}": {"wrong_badged_grounded": float(np.mean(~((gen[wrong, 0] < t) | (gen[wrong, 1] < 0.5)))),
+                          "correct_badged_grounded": float(np.mean(~((gen[right, 0] < t) | (gen[right, 1] < 0.5))))}
+             for t in (0.5, 0.6, 0.7, 0.8)} if wrong.any() and right.any() else {}
+    # how "same meaning" was chosen: the badge's AUC on the val cells alone at other text-tower cosines,
+    # and how close the model's own first sentences of one land use are vs of different land uses
+    from dataclasses import replace
+
+    from urbanclip.services.profile import GROUNDING
+
+    val = (cells["split"].astype(str) == "val").to_numpy() & ok
+    by_cosine = {}
+    for cos in (0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
+        cfg = replace(GROUNDING, same_meaning=cos)
+        sc = [description_grounding(ctx, c, [f], cfg) for c, f, v in zip(ids, first, val) if v]
+        by_cosine[f"{cos:.2f}"] = roc_auc(np.array([x.score for x in sc]), correct[val])
+    leads_model = list(getattr(ctx.model, "lead_sentences", None) or [])
+    lead_cos = {}
+    if len(leads_model) > 1:
+        import torch
+
+        with torch.inference_mode():
+            e = ctx.model.encode_text(leads_model).float().cpu().numpy()
+        cos_m = e @ e.T
+        named = [frozenset(keyword_classes(x, LANDUSE_KEYWORDS)) for x in leads_model]
+        same = np.array([[a == b for b in named] for a in named])
+        off = ~np.eye(len(named), dtype=bool)
+        if (same & off).any() and (~same).any():
+            lead_cos = {"same_class_min": float(cos_m[same & off].min()), "same_class_max": float(cos_m[same & off].max()),
+                        "other_class_p90": float(np.percentile(cos_m[~same], 90))}
+    return {"grounding_auc": roc_auc(gen[ok, 0], correct[ok]), "grounding_threshold_sweep": sweep,
+            "grounding_val_auc_by_same_meaning_cosine": by_cosine, "lead_sentence_cosines": lead_cos,
             "grounding_auc_percentile": roc_auc(gen[ok, 1], correct[ok]),
             "wrong_badged_grounded": float(np.mean(gen[wrong, 2] == 0)) if wrong.any() else math.nan,
             "correct_badged_grounded": float(np.mean(gen[right, 2] == 0)) if right.any() else math.nan,
@@ -421,6 +452,16 @@ def main() -> None:
     for name, v, target in rows:
         print(f"{name:74s} {v:9.3f}  {target}" if isinstance(v, float) else f"{name:74s} {v:9d}  {target}")
     print("first-sentence accuracy per class: " + ", ".join(f"{k} {v:.2f}" for k, v in d["first_sentence_class_per_class"].items()))
+    if g["grounding_threshold_sweep"]:
+        print("grounding badge at other meaning-share thresholds (wrong / correct first sentences badged grounded): "
+              + "; ".join(f"{t} {v['wrong_badged_grounded']:.2f} / {v['correct_badged_grounded']:.2f}"
+                          for t, v in g["grounding_threshold_sweep"].items()))
+    print("grounding AUC on the val cells by the same-meaning cosine: "
+          + "; ".join(f"{c} {v:.3f}" for c, v in g["grounding_val_auc_by_same_meaning_cosine"].items()))
+    if g["lead_sentence_cosines"]:
+        lc = g["lead_sentence_cosines"]
+        print(f"the model's own first sentences, text-tower cosine: same land use {lc['same_class_min']:.2f}-"
+              f"{lc['same_class_max']:.2f}, different land uses 90th percentile {lc['other_class_p90']:.2f}")
     print("look-alikes, the index's vectors partly whitened (effective rank / top-5 agreement / |d| ratio): "
           + "; ".join(f"p={k.split('_')[1]} {v['effective_rank']:.1f} / {v['agreement']:.3f} / {v['ratio']:.3f}"
                       for k, v in tradeoff.items() if k.startswith("whitened")))

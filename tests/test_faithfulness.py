@@ -291,6 +291,8 @@ def test_badge_by_meaning_share():
     assert not sure.low and sure.score == pytest.approx(0.9)  # the share decides, not the wording's support rank
     off = DescriptionGrounding(["Water."], [0.3], [-0.5], 0.5, 63, meaning_share=0.95)
     assert off.low  # the captioner is sure, but the sentence fits its tile worse than chance
+    # more likely than not is not enough: the badge wants MEANING_SHARE_THRESHOLD (0.7) of the weight
+    assert DescriptionGrounding(["Parkland."], [0.8], [1.0], 0.5, 63, meaning_share=0.6).low
 
 
 def test_badge_ranks_the_first_sentence_against_the_captioners_own_first_sentences():
