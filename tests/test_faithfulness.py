@@ -274,6 +274,10 @@ def test_meaning_share_adds_up_the_captioners_weight_on_wordings_of_the_same_rea
     assert share == pytest.approx(0.6) and alt == houses
     share, alt = meaning_share(m, torch.zeros(3, 8, 8), houses, [fields, crops], same_meaning=0.6)
     assert share == pytest.approx(0.4) and alt in (fields, crops)
+    # with the references' text vectors known beforehand (model.lead_embeddings): the same answer
+    refs = [crops, houses, fields]
+    vecs = m.encode_text(refs).numpy()
+    assert meaning_share(m, torch.zeros(3, 8, 8), fields, refs, 0.6, vecs) == pytest.approx((0.6, houses))
     # a sentence the captioner was never shown still counts itself; nothing else alike: no alternative
     share, alt = meaning_share(m, torch.zeros(3, 8, 8), fields, [crops], same_meaning=0.6)
     assert share == pytest.approx(1.0) and alt is None

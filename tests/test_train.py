@@ -154,7 +154,9 @@ def test_pretrain_on_the_demo_reports_landuse_hits(tiny_workspace_path, tmp_path
     assert load_model(tmp_path / "run").lead_support_reference == q
     # ... and the first sentences it wrote (the candidates of the badge's meaning share), once each
     leads = ev["lead_sentences"]
-    assert leads and leads == sorted(set(leads)) and load_model(tmp_path / "run").lead_sentences == leads
+    loaded = load_model(tmp_path / "run")
+    assert leads and leads == sorted(set(leads)) and loaded.lead_sentences == leads
+    assert loaded.lead_embeddings.shape == (len(leads), loaded.config.embed_dim)  # encoded once, at load
 
 
 def test_torchrun_two_processes_on_cpu(workspace, tmp_path):

@@ -199,7 +199,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
     grounding = (ckpt.get("extra") or {}).get("grounding") or {}
     model.lead_support_reference = grounding.get("lead_support_quantiles")
     model.lead_sentences = grounding.get("lead_sentences")  # None before they were stored
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    # ... and their text-tower embeddings, encoded once here instead of on every click
+    model.lead_embeddings = None
+    if model.lead_sentences and getattr(model, "has_text", False):
+        with torch.inference_mode():
+            model.lead_embeddings = model.encode_text(list(model.lead_sentences)).float().cpu().numpy()
+    return model
 
 
 def export_for_inference(src: str | Path, dst: str | Path, half: bool = True) -> Path:

@@ -344,25 +344,32 @@ def captioner_support(model: Any, image: Any, sentences: Sequence[str]) -> list[
 
 
 def meaning_share(model: Any, image: Any, sentence: str, references: Sequence[str],
-                  same_meaning: float = 0.6) -> tuple[float, str | None]:
+                  same_meaning: float = 0.6, reference_vectors: np.ndarray | None = None) -> tuple[float, str | None]:
     """How much of the captioner's weight goes to first sentences that say what `sentence` says.
 
     The candidates are `sentence` and `references` (the first sentences the model writes,
     `model.lead_sentences`); each gets P(candidate | tile) from the captioner (one decoder pass,
     the tile read once), renormalised over the candidates. Returns (the summed share of the
     candidates whose text-tower cosine with `sentence` is >= `same_meaning`, the likeliest
-    candidate of another meaning or None). See DescriptionGrounding.
+    candidate of another meaning or None). See DescriptionGrounding. `reference_vectors`: the text
+    tower's embeddings of `references` when already known (`model.lead_embeddings`, made at load).
     """
     import torch
 
     from urbanclip.model.transforms import eval_transform
 
     _need_text_model(model)
-    cands = list(dict.fromkeys([sentence, *references]))
+    refs = [r for r in dict.fromkeys(references) if r != sentence]
+    cands = [sentence, *refs]
     x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
     with torch.inference_mode():
         lp = np.array([v[0] for v in model.sentence_logprobs(x.unsqueeze(0), [[c] for c in cands])], dtype=np.float64)
-        emb = model.encode_text(cands).float().cpu().numpy()
+        if reference_vectors is not None and len(reference_vectors) == len(references):
+            vec_of = dict(zip(references, np.asarray(reference_vectors, dtype=np.float32)))
+            first = model.encode_text([sentence]).float().cpu().numpy()
+            emb = np.concatenate([first, np.stack([vec_of[r] for r in refs])]) if refs else first
+        else:
+            emb = model.encode_text(cands).float().cpu().numpy()
     lp[~np.isfinite(lp)] = -np.inf
     if not np.isfinite(lp[0]):
         return math.nan, None
@@ -392,10 +399,13 @@ def ground_description(model: Any, image_vector: np.ndarray, reference_vectors: 
     text = encode_sentences(model, sents, cfg.batch_size)
     own = np.asarray(image_vector, dtype=np.float32) @ text.T
     pct, z = grounding_scores(own, ref @ text.T)
-    support = captioner_support(model, image, sents) if image is not None else None
     leads = getattr(model, "lead_sentences", None)
-    share, alternative = (meaning_share(model, image, sents[0], leads, cfg.same_meaning)
-                          if image is not None and leads else (math.nan, None))
+    share, alternative, support = math.nan, None, None
+    if image is not None and leads:  # the badge by meaning (the per-sentence support is then not read)
+        share, alternative = meaning_share(model, image, sents[0], leads, cfg.same_meaning,
+                                           getattr(model, "lead_embeddings", None))
+    elif image is not None:
+        support = captioner_support(model, image, sents)
     return DescriptionGrounding(sents, [float(p) for p in pct], [float(v) for v in z], cfg.threshold,
                                 int(ref.shape[0]), support, getattr(model, "lead_support_reference", None),
                                 meaning_share=share, alternative=alternative)
