@@ -44,9 +44,10 @@ def pixel_context(ws: Workspace):
     return ctx
 
 
-def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0) -> Path:
+def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0, lead_sentences: list[str] | None = None) -> Path:
     """An untrained tiny UrbanCLIP (tiny_config, tokenizer trained on the workspace's texts) saved as a
-    checkpoint file: a real model for grounding/generation plumbing, with no training cost."""
+    checkpoint file: a real model for grounding/generation plumbing, with no training cost.
+    `lead_sentences`: stored as training's evaluation stores them (the badge's and look-alikes' references)."""
     import torch
 
     from urbanclip.data.workspace import split_sentences
@@ -58,7 +59,8 @@ def tiny_checkpoint(ws: Workspace, path: Path, seed: int = 0) -> Path:
     texts = [s for t in ws.cells["text_raw"] for s in split_sentences(t)]
     torch.manual_seed(seed)
     model = UrbanCLIP(tiny_config()[0], UrbanTokenizer.train(texts, vocab_size=300)).eval()
-    return save_checkpoint(path, model)
+    extra = {"grounding": {"lead_sentences": sorted(lead_sentences)}} if lead_sentences else None
+    return save_checkpoint(path, model, extra=extra)
 
 
 def map_page_with(ctx, workspace_path: Path, monkeypatch):

@@ -251,9 +251,11 @@ class _Captioner:
     def __init__(self, logp: dict[str, float], vec: dict[str, list[float]]):
         self.logp, self.vec = logp, vec
 
-    def sentence_logprobs(self, images, descriptions):
+    def first_sentence_logprobs(self, images, sentences):
+        import torch
+
         assert images.shape[0] == 1  # one tile, read once, for every candidate
-        return [[self.logp[d[0]]] for d in descriptions]
+        return torch.tensor([[self.logp[s] for s in sentences]])
 
     def encode_text(self, texts):
         import torch

@@ -213,3 +213,13 @@ def test_one_tile_serves_many_candidate_sentences(model):
     once = model.sentence_logprobs(_images(1), cands)
     repeated = model.sentence_logprobs(_images(1).expand(len(CAPTIONS), -1, -1, -1), cands)
     assert torch.allclose(torch.tensor(once), torch.tensor(repeated), atol=1e-5)
+
+
+def test_first_sentence_logprobs_equal_per_description_scoring(model):
+    # every tile x candidate first sentence at once equals scoring each one-sentence description alone
+    imgs = _images(3)
+    lp = model.first_sentence_logprobs(imgs, CAPTIONS)
+    assert lp.shape == (3, len(CAPTIONS))
+    for b in range(3):
+        alone = [v[0] for v in model.sentence_logprobs(imgs[b:b + 1], [[c] for c in CAPTIONS])]
+        assert torch.allclose(lp[b], torch.tensor(alone), atol=1e-4)

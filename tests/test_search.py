@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from urbanclip.errors import UserError
@@ -117,3 +118,57 @@ def test_the_policy_is_centred_cosine_for_cells_and_uncentred_text_queries():
     assert np.allclose(score, (centred[:20] @ centred[20:].T).max(axis=1), atol=1e-5)
     with pytest.raises(UserError, match="no embedded cells"):
         idx.best_in_city("A", "Nowhere")
+
+
+def _centred(x):
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    c = u - u.mean(axis=0)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def test_readings_are_the_second_half_of_each_cell_and_text_queries_read_the_first():
+    """With readings a cell is [centred embedding, centred reading], each half of equal weight."""
+    rng = np.random.default_rng(2)
+    v, ids, cities = _data(n=60, d=8, seed=2)
+    r = np.sqrt(rng.dirichlet(np.ones(5), size=60)).astype(np.float32)  # readings: sqrt of probabilities
+    idx = SimilarityIndex(v, ids, cities, backend="numpy", readings=r)
+    plain = SimilarityIndex(v, ids, cities, backend="numpy")
+    both = np.hstack([_centred(v), _centred(r)]) / np.sqrt(2)
+    assert np.allclose(idx.vectors, both, atol=1e-5) and idx.dim == 13 and idx.image_dim == 8
+    # cosine of two cells = the mean of the halves' cosines
+    assert np.allclose(idx.scores("c0"), (_centred(v) @ _centred(v)[0] + _centred(r) @ _centred(r)[0]) / 2, atol=1e-5)
+    # a cell's id and its raw embedding + reading are the same query
+    assert idx.top_k("c3", 5) == idx.top_k(np.concatenate([v[3], r[3]]), 5)
+    # text queries score the image half only, on the same cosine scale as without readings
+    t = rng.normal(size=8).astype(np.float32)
+    assert np.allclose(idx.text_scores(t), plain.text_scores(t), atol=1e-5)
+    with pytest.raises(UserError, match="13"):
+        idx.top_k(v[3], 5)  # the embedding alone is not a query of this index
+    with pytest.raises(UserError, match="not in the similarity index"):
+        idx.top_k("nowhere", 5)
+    with pytest.raises(UserError, match="readings of shape"):
+        SimilarityIndex(v, ids, cities, readings=r[:10])
+    with pytest.raises(UserError, match="NaN"):
+        SimilarityIndex(v, ids, cities, readings=np.full_like(r, np.nan))
+
+
+def test_readings_decide_between_look_alikes_the_embedding_cannot_tell_apart():
+    # cells 1 and 2 have the same embedding; the query's reading agrees with cell 2's
+    v = np.array([[1, 0, 0], [1, 0.1, 0], [1, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    r = np.sqrt(np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.5, 0.5], [0.5, 0.5]], dtype=np.float32))
+    ids, cities = ["q", "a", "b", "c", "d"], ["X", "Y", "Y", "Y", "Y"]
+    assert SimilarityIndex(v, ids, cities, backend="numpy", readings=r).top_k("q", 1, exclude_city="X")[0].cell_id == "b"
+
+
+def test_for_table_aligns_readings_by_cell_id(tmp_path):
+    from types import SimpleNamespace
+
+    v, ids, cities = _data(n=12, d=4, seed=3)
+    r = np.sqrt(np.random.default_rng(3).dirichlet(np.ones(3), size=12)).astype(np.float32)
+    ws = SimpleNamespace(cells=pd.DataFrame({"cell_id": ids, "city": cities}))
+    table = SimpleNamespace(vectors=v, cell_ids=ids)
+    shuffled = SimpleNamespace(vectors=r[::-1], cell_ids=ids[::-1])
+    idx = SimilarityIndex.for_table(table, ws, backend="numpy", readings=shuffled)
+    assert np.allclose(idx.vectors, SimilarityIndex(v, ids, cities, backend="numpy", readings=r).vectors, atol=1e-6)
+    with pytest.raises(UserError, match="have no reading"):
+        SimilarityIndex.for_table(table, ws, readings=SimpleNamespace(vectors=r[:5], cell_ids=ids[:5]))

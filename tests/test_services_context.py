@@ -89,3 +89,35 @@ def test_per_click_inference_runs_on_one_thread(monkeypatch):
         assert C.use_interactive_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_checkpoint_with_lead_sentences_gives_look_alikes_its_captioners_readings(tmp_path, capsys):
+    """The app's index and the `similar` command both add the captioner's readings (one policy)."""
+    import argparse
+
+    import numpy as np
+    from app_helpers import tiny_checkpoint
+
+    from urbanclip.commands import similar
+    from urbanclip.data.workspace import split_sentences
+    from urbanclip.services.profile import similar_cells
+
+    ws = tiny_workspace(tmp_path / "ws")
+    leads = sorted({split_sentences(t)[0] for t in ws.cells["text_raw"]})[:6]
+    ckpt = tiny_checkpoint(ws, tmp_path / "m.pt", lead_sentences=leads)
+    ctx = C.load_context(ws.root, ckpt, fit_missing_probes=False)
+    assert ctx.model.lead_sentences == leads
+    assert ctx.readings is not None and np.asarray(ctx.readings.vectors).shape == (len(ctx.cell_ids), len(leads))
+    assert np.allclose(np.linalg.norm(ctx.readings.vectors, axis=1), 1, atol=1e-4)  # sqrt of probabilities
+    assert ctx.index.reading_offset is not None and ctx.index.dim == ctx.vectors.shape[1] + len(leads)
+    cell = ctx.cell_ids[0]
+    sims = similar_cells(ctx, cell, k=3)
+    assert len(sims) == 3 and all(s.city != ws.cell(cell)["city"] for s in sims)
+    args = argparse.Namespace(workspace=str(ws.root), cell=cell, encoder=f"urbanclip:{ckpt}", k=3, same_city=False,
+                              per_city=False, opt=[])
+    assert similar.run(args) in (0, None)
+    out = capsys.readouterr().out
+    assert "+ captioner readings" in out and all(s.cell_id in out for s in sims)
+    # a checkpoint without them: embeddings only, as before
+    plain = C.load_context(ws.root, tiny_checkpoint(ws, tmp_path / "p.pt"), fit_missing_probes=False)
+    assert plain.readings is None and plain.index.reading_offset is None

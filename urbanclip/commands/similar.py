@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "similar"
-HELP = "top-k most similar cells to a cell id (cosine of image embeddings)"
+HELP = "top-k most similar cells to a cell id (the app's look-alikes: cosine of image embeddings and, for UrbanCLIP, readings)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from urbanclip.data.embeddings import cached_embeddings
     from urbanclip.data.workspace import Workspace
     from urbanclip.errors import UserError
-    from urbanclip.evaluation.encoders import make_encoder, parse_opts
+    from urbanclip.evaluation.encoders import make_encoder, parse_opts, reading_table
     from urbanclip.search.index import SimilarityIndex, describe_matches
 
     ws = Workspace.load(args.workspace)
@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     table = cached_embeddings(ws, enc)
     if args.cell not in set(table.cell_ids):
         raise UserError(f"cell {args.cell!r} has no image, so it has no embedding to compare")
-    index = SimilarityIndex.for_table(table, ws)
-    q = table.vectors[table.rows([args.cell])[0]]
+    index = SimilarityIndex.for_table(table, ws, readings=reading_table(ws, enc))
+    q = args.cell  # the index's own vector of the cell (search.index: the one similarity policy)
     if args.per_city:
         groups = index.top_k_per_city(q, args.k, exclude_city=None if args.same_city else city)
         matches = [m for ms in groups.values() for m in ms]
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     df = describe_matches(ws, matches)
     df["description"] = [d if len(d) <= 70 else d[:67] + "..." for d in df["description"]]
     with pd.option_context("display.width", 250, "display.float_format", "{:.4g}".format):
-        print(f"query {args.cell} ({city}), encoder {enc.label}, search engine {index.backend}")
+        how = " + captioner readings" if index.reading_offset is not None else ""
+        print(f"query {args.cell} ({city}), encoder {enc.label}{how}, search engine {index.backend}")
         print(df.to_string(index=False, formatters={"description": lambda d: f"{d:<70}"}))
     return 0

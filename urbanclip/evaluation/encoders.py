@@ -24,7 +24,7 @@ import numpy as np
 
 from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
-from urbanclip.model.inference import MODEL_KINDS, ModelImageEncoder, checkpoint_stamp  # noqa: F401  (re-exported)
+from urbanclip.model.inference import MODEL_KINDS, ModelImageEncoder, ModelReadingEncoder, checkpoint_stamp, reads_tiles  # noqa: F401  (re-exported)
 
 
 class Encoder(Protocol):
@@ -122,3 +122,17 @@ def parse_opts(pairs: Sequence[str] | None) -> dict[str, Any]:
         else:
             out[k.strip().replace("-", "_")] = v
     return out
+
+
+def reading_table(workspace: Workspace, encoder: Encoder, model: Any = None):
+    """The captioner's readings of the cells (cached like embeddings) when `encoder` is an UrbanCLIP
+    run whose checkpoint stores its lead sentences, else None: the look-alikes' second half
+    (search.index.SimilarityIndex). `model`: that run's model when already loaded."""
+    from urbanclip.data.embeddings import cached_embeddings
+
+    if not isinstance(encoder, ModelImageEncoder) or encoder.kind != "urbanclip":
+        return None
+    model = model if model is not None else encoder.model
+    if not reads_tiles(model):
+        return None
+    return cached_embeddings(workspace, ModelReadingEncoder(encoder.path, model=model))

@@ -355,6 +355,29 @@ class UrbanCLIP(nn.Module):
         return CoCaOutput(image_emb, text_emb, logits, targets, self.logit_scale)
 
     @torch.no_grad()
+    def first_sentence_logprobs(self, images: torch.Tensor, sentences: list[str]) -> torch.Tensor:
+        """log P(sentence | tile) as the description's first sentence, for every tile x sentence: [b, k].
+
+        What the captioner reads in each tile, over a fixed set of candidate first sentences (the
+        grounding badge's meaning share, the look-alikes' readings). The candidates pass the text
+        layers once; only the multimodal layers see each tile x sentence pair.
+        """
+        tok = self._need_text()
+        rows = [[tok.bos_id] + tok.encode(s)[: self.config.context_length - 1] for s in sentences]
+        width = max(max(len(r) for r in rows), 2)
+        ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        ids = ids.to(self.device)
+        targets, real = ids[:, 1:], ids[:, 1:] != tok.pad_id
+        x, _ = self._unimodal(ids[:, :-1])  # causal: the padding after a sentence changes nothing before it
+        visual = self.caption_pool(self.image_tokens(images.to(self.device)))  # [b, q, w]
+        b, k = visual.shape[0], len(rows)
+        logp = self._multimodal(x.repeat(b, 1, 1), visual.repeat_interleave(k, dim=0)).float().log_softmax(-1)
+        token_lp = logp.gather(-1, targets.repeat(b, 1)[..., None])[..., 0] * real.repeat(b, 1)
+        return token_lp.sum(-1).view(b, k).cpu()
+
+    @torch.no_grad()
     def sentence_logprobs(self, images: torch.Tensor, descriptions: list[list[str]]) -> list[list[float]]:
         """log P(sentence | image, the sentences before it) under the captioner, for every sentence of
         every description (teacher forcing, one pass); NaN for sentences beyond the context length.

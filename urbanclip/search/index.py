@@ -8,6 +8,13 @@ own embedding) are centred the same way. Text queries (`text_scores`) are not: t
 text tower's embedding is compared with the centred cell vectors, which ranks cells
 by <text, cell - mean cell>, i.e. how much more than the average cell they match.
 
+With `readings` (what the captioner reads in each tile, model.inference.read_images),
+each cell's vector is its centred image embedding and its centred reading side by side,
+each half of unit length: the cosine of two cells is the mean of the two halves' cosines.
+Why: on the demo (bench/bench_descriptions.py) the captioner names a tile's land use more
+reliably than the contrastive embedding places it; look-alikes by both agree with the
+query's land use more often than by either. Text queries still score the image half only.
+
 Who uses it: the Map page's look-alikes and text search, the Compare page
 (`best_in_city`), areas (windows of `vectors`, see `grid_windows`) and the `similar`
 command, all through `SimilarityIndex.for_table` or the app's one cached index.
@@ -20,6 +27,7 @@ Filters by city are handled by keeping one sub-index per city, so `exclude_city`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -58,7 +66,7 @@ class SimilarityIndex:
     """
 
     def __init__(self, vectors: np.ndarray, cell_ids: Sequence[str], cities: Sequence[str], backend: str = "auto",
-                 center: bool = True):
+                 center: bool = True, readings: np.ndarray | None = None):
         v = np.asarray(vectors)
         if v.ndim != 2 or v.shape[0] == 0:
             raise UserError(f"similarity index needs a non-empty 2-D array of embeddings, got shape {v.shape}")
@@ -77,9 +85,20 @@ class SimilarityIndex:
         # the policy (module doc); center=False gives plain cosine, for tests of the engines only
         self.offset = unit.mean(axis=0).astype(np.float32) if center else None
         self.vectors = normalise_rows(unit - self.offset) if center else unit
+        self.image_dim = int(v.shape[1])
+        self.reading_offset = None
+        if readings is not None:
+            r = np.asarray(readings, dtype=np.float32)
+            if r.ndim != 2 or r.shape[0] != v.shape[0]:
+                raise UserError(f"similarity index: {v.shape[0]} embeddings but readings of shape {r.shape}")
+            if not np.isfinite(r).all():
+                raise UserError("similarity index: readings contain NaN or infinite values; recompute them")
+            r_unit = normalise_rows(r)
+            self.reading_offset = r_unit.mean(axis=0).astype(np.float32)
+            self.vectors = normalise_rows(np.hstack([self.vectors, normalise_rows(r_unit - self.reading_offset)]))
         self.cell_ids = [str(c) for c in cell_ids]
         self.cities = np.asarray([str(c) for c in cities])
-        self.dim = int(v.shape[1])
+        self.dim = int(self.vectors.shape[1])
         self._rows_of_city = {c: np.flatnonzero(self.cities == c) for c in sorted(set(self.cities.tolist()))}
         self._faiss: dict[str, object] = {}
         if backend == "faiss":
@@ -91,10 +110,19 @@ class SimilarityIndex:
                 self._faiss[c] = idx
 
     @classmethod
-    def for_table(cls, table, workspace, backend: str = "auto") -> "SimilarityIndex":
-        """The index of an EmbeddingTable's cells (their cities read from the workspace), with the policy."""
+    def for_table(cls, table, workspace, backend: str = "auto", readings=None) -> "SimilarityIndex":
+        """The index of an EmbeddingTable's cells (their cities read from the workspace), with the policy;
+        `readings`: an EmbeddingTable of the same cells' readings (any order), or None."""
         city_of = dict(zip(workspace.cells["cell_id"].astype(str), workspace.cells["city"].astype(str)))
-        return cls(table.vectors, table.cell_ids, [city_of[c] for c in table.cell_ids], backend=backend)
+        r = None
+        if readings is not None:
+            pos = {str(c): i for i, c in enumerate(readings.cell_ids)}
+            missing = [c for c in table.cell_ids if str(c) not in pos]
+            if missing:
+                raise UserError(f"similarity index: {len(missing)} embedded cells have no reading (e.g. {missing[0]!r}); "
+                                "recompute the readings")
+            r = np.asarray(readings.vectors)[[pos[str(c)] for c in table.cell_ids]]
+        return cls(table.vectors, table.cell_ids, [city_of[c] for c in table.cell_ids], backend=backend, readings=r)
 
     def __len__(self) -> int:
         return len(self.cell_ids)
@@ -112,27 +140,42 @@ class SimilarityIndex:
     def city_names(self) -> list[str]:
         return list(self._rows_of_city)
 
-    def _query(self, q: np.ndarray) -> np.ndarray:
+    def _query(self, q: np.ndarray | str) -> np.ndarray:
+        """An indexed cell's id (its own vector) or a raw vector (embedding, then reading when the
+        index has readings), turned into the index's space by the policy."""
+        if isinstance(q, str):
+            row = self.row_of(q)
+            if row is None:
+                raise UserError(f"cell {q!r} is not in the similarity index (no image embedding)")
+            return self.vectors[row]
         q = np.asarray(q, dtype=np.float32).ravel()
-        if q.shape[0] != self.dim:
-            raise UserError(f"query vector has {q.shape[0]} dimensions, the index has {self.dim}; "
+        want = self.image_dim + (len(self.reading_offset) if self.reading_offset is not None else 0)
+        if q.shape[0] != want:
+            raise UserError(f"query vector has {q.shape[0]} dimensions, the index has {want}; "
                             "was it embedded by the same model?")
         if not np.isfinite(q).all():
             raise UserError("query vector contains NaN or infinite values")
-        q = normalise_rows(q[None])
-        return normalise_rows(q - self.offset)[0] if self.offset is not None else q[0]
+        img = normalise_rows(q[None, :self.image_dim])
+        img = normalise_rows(img - self.offset) if self.offset is not None else img
+        if self.reading_offset is None:
+            return img[0]
+        r = normalise_rows(normalise_rows(q[None, self.image_dim:]) - self.reading_offset)
+        return normalise_rows(np.hstack([img, r]))[0]
 
-    def scores(self, query_vector: np.ndarray) -> np.ndarray:
+    def scores(self, query_vector: np.ndarray | str) -> np.ndarray:
         """Cosine similarity of every indexed cell to the query, in index order (a heat layer)."""
         return self.vectors @ self._query(query_vector)
 
     def text_scores(self, text_vector: np.ndarray) -> np.ndarray:
-        """Similarity of every indexed cell to a text-tower embedding (not centred; see module doc)."""
+        """Similarity of every indexed cell's image half to a text-tower embedding (not centred; see module doc)."""
         q = np.asarray(text_vector, dtype=np.float32).ravel()
-        if q.shape[0] != self.dim:
-            raise UserError(f"text vector has {q.shape[0]} dimensions, the index has {self.dim}; "
+        if q.shape[0] != self.image_dim:
+            raise UserError(f"text vector has {q.shape[0]} dimensions, the index's image embeddings {self.image_dim}; "
                             "was it encoded by the same model?")
-        return self.vectors @ normalise_rows(q[None])[0]
+        image_half = self.vectors[:, :self.image_dim]
+        # with readings each half holds 1/sqrt(2) of a row's length: scale back to a cosine
+        scale = 1.0 if self.reading_offset is None else math.sqrt(2.0)
+        return scale * (image_half @ normalise_rows(q[None])[0])
 
     def best_in_city(self, city_a: str, city_b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every indexed cell of city_a, its most similar cell of city_b: (rows_a, rows_b, scores)."""
@@ -154,7 +197,7 @@ class SimilarityIndex:
         part = np.argpartition(-s, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         return [(float(s[j]), int(rows[j])) for j in part]
 
-    def top_k(self, query_vector: np.ndarray, k: int = 5, exclude_city: str | None = None,
+    def top_k(self, query_vector: np.ndarray | str, k: int = 5, exclude_city: str | None = None,
               only_city: str | None = None) -> list[Match]:
         """The k most similar cells (highest cosine first), optionally without / only one city."""
         if k < 1:
@@ -171,7 +214,7 @@ class SimilarityIndex:
         hits.sort(key=lambda t: (-t[0], t[1]))
         return [Match(self.cell_ids[i], str(self.cities[i]), s) for s, i in hits[:k]]
 
-    def top_k_per_city(self, query_vector: np.ndarray, k: int = 3, exclude_city: str | None = None) -> dict[str, list[Match]]:
+    def top_k_per_city(self, query_vector: np.ndarray | str, k: int = 3, exclude_city: str | None = None) -> dict[str, list[Match]]:
         """The paper's Figure: for a tile, its top matches in each other city."""
         return {c: self.top_k(query_vector, k, only_city=c) for c in self.city_names if c != exclude_city}
 

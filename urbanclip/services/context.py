@@ -103,6 +103,7 @@ class AppContext:
     encoder_key: str | None = None
     cell_ids: list[str] = field(default_factory=list)   # rows of `vectors`
     vectors: np.ndarray | None = None       # image embeddings, float32 [N, D]
+    readings: Any = None                    # EmbeddingTable of the captioner's readings (look-alikes), or None
     index: Any = None                       # urbanclip.search.index.SimilarityIndex
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # raw scale, aligned with workspace.cells
     # indicator -> (lower, upper) of the prediction interval, raw scale, aligned with workspace.cells
@@ -294,6 +295,13 @@ def _attach_embeddings(ctx: AppContext, progress: Progress, spec: str | None = N
     ctx.encoder_key = enc.key
     ctx.cell_ids = list(table.cell_ids)
     ctx.vectors = np.asarray(table.vectors, dtype=np.float32)
+    try:
+        from urbanclip.evaluation.encoders import reading_table
+
+        progress("Reading the tiles with the captioner, for look-alikes (cached after the first start)...")
+        ctx.readings = reading_table(ctx.workspace, enc, model=ctx.model if spec is None else None)
+    except UserError as e:
+        ctx.notes.append(f"Captioner readings unavailable ({e}): look-alikes compare image embeddings only.")
 
 
 def _attach_index(ctx: AppContext) -> None:
@@ -304,7 +312,8 @@ def _attach_index(ctx: AppContext) -> None:
         return
     from urbanclip.data.embeddings import EmbeddingTable
 
-    ctx.index = SimilarityIndex.for_table(EmbeddingTable(ctx.cell_ids, ctx.vectors), ctx.workspace)
+    ctx.index = SimilarityIndex.for_table(EmbeddingTable(ctx.cell_ids, ctx.vectors), ctx.workspace,
+                                          readings=ctx.readings)
 
 
 def probe_dir(ctx: AppContext) -> Path:

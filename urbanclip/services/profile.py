@@ -193,14 +193,16 @@ def embedded_cities(ctx: AppContext) -> np.ndarray:
 
 def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,
                   only_city: str | None = None) -> list[SimilarCell]:
-    """Top-k cells whose image embedding is closest (cosine), by default in other cities."""
+    """Top-k cells most like this one by the similarity policy (search.index: image embedding and the
+    captioner's reading), by default in other cities."""
     vec = ctx.vector_of(cell_id)
     if vec is None or ctx.index is None:
         return []
     ws = ctx.workspace
     city = ws.cell(cell_id)["city"]
     exclude = city if other_cities and only_city is None else None
-    matches = ctx.index.top_k(vec, k=k + (0 if exclude else 1), exclude_city=exclude, only_city=only_city)
+    # by cell id: the index's own vector of the cell (embedding and, with readings, the captioner's reading)
+    matches = ctx.index.top_k(str(cell_id), k=k + (0 if exclude else 1), exclude_city=exclude, only_city=only_city)
     text_col = ws.text_column()
     out = []
     for m in matches:

@@ -363,7 +363,7 @@ def meaning_share(model: Any, image: Any, sentence: str, references: Sequence[st
     cands = [sentence, *refs]
     x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
     with torch.inference_mode():
-        lp = np.array([v[0] for v in model.sentence_logprobs(x.unsqueeze(0), [[c] for c in cands])], dtype=np.float64)
+        lp = model.first_sentence_logprobs(x.unsqueeze(0), cands)[0].double().numpy()
         if reference_vectors is not None and len(reference_vectors) == len(references):
             vec_of = dict(zip(references, np.asarray(reference_vectors, dtype=np.float32)))
             first = model.encode_text([sentence]).float().cpu().numpy()
