@@ -327,23 +327,27 @@ def nearest_other_city(vectors: np.ndarray, cells, k: int = 5) -> np.ndarray:
 def score_lookalike_tradeoff(ctx, cells, seed: int = 0) -> dict:
     """What it would take to spread the index's vectors over more directions, and what it costs.
 
-    The index's centred unit vectors, whitened in part: coordinates on the principal axes
-    divided by (singular value ** p); p = 0 is the app's policy, p = 1 full whitening. Also the
+    The index's vectors before its whitening (search.index.WHITEN_POWER), whitened by other powers:
+    coordinates on the principal axes divided by (singular value ** p); p = 0 is plain centred
+    cosine, p = 0.5 the app's policy, p = 1 full whitening. Also the
     supervision: the same look-alikes from the text tower's embedding of each cell's own
     source description (the text the contrastive loss aligned the tiles to).
     """
+    from urbanclip.data.embeddings import EmbeddingTable
     from urbanclip.data.topics import topic_order
     from urbanclip.data.workspace import split_sentences
-    from urbanclip.search.index import normalise_rows
+    from urbanclip.search.index import SimilarityIndex, normalise_rows
 
     ids = [str(c) for c in cells["cell_id"]]
-    vecs = np.stack([ctx.index.vectors[ctx.index.row_of(c)] for c in ids]).astype(np.float64)
+    base = SimilarityIndex.for_table(EmbeddingTable(ctx.cell_ids, ctx.vectors), ctx.workspace, readings=ctx.readings,
+                                     whiten=0)
+    vecs = np.stack([base.vectors[base.row_of(c)] for c in ids]).astype(np.float64)
     y = indicator_matrix(ctx.workspace, cells)
     rows = np.arange(len(ids))
     x = vecs - vecs.mean(axis=0)
     _, sv, axes = np.linalg.svd(x, full_matrices=False)
     out = {}
-    for p in (0.5, 0.75, 1.0):
+    for p in (0.0, 0.5, 0.75, 1.0):
         w = normalise_rows(x @ axes.T / sv ** p).astype(np.float64)
         q = match_quality(rows, nearest_other_city(w, cells), cells, y, seed)
         out[f"whitened_{p}"] = {"effective_rank": effective_rank(w), "agreement": q["agreement"], "ratio": q["ratio"]}
@@ -462,7 +466,7 @@ def main() -> None:
         lc = g["lead_sentence_cosines"]
         print(f"the model's own first sentences, text-tower cosine: same land use {lc['same_class_min']:.2f}-"
               f"{lc['same_class_max']:.2f}, different land uses 90th percentile {lc['other_class_p90']:.2f}")
-    print("look-alikes, the index's vectors partly whitened (effective rank / top-5 agreement / |d| ratio): "
+    print("look-alikes by whitening power, 0.5 = the index (effective rank / top-5 agreement / |d| ratio): "
           + "; ".join(f"p={k.split('_')[1]} {v['effective_rank']:.1f} / {v['agreement']:.3f} / {v['ratio']:.3f}"
                       for k, v in tradeoff.items() if k.startswith("whitened")))
     src = tradeoff["source_text"]

@@ -86,7 +86,7 @@ def test_centred_index_spreads_a_narrow_cone_and_keeps_the_ranking_exact():
     v = (common * 20 + rng.normal(size=(60, 16))).astype(np.float32)  # every plain cosine is ~1
     ids, cities = [f"c{i}" for i in range(60)], ["A"] * 30 + ["B"] * 30
     plain = SimilarityIndex(v, ids, cities, backend="numpy", center=False)
-    centred = SimilarityIndex(v, ids, cities, backend="numpy", center=True)
+    centred = SimilarityIndex(v, ids, cities, backend="numpy", center=True, whiten=0)
     assert plain.scores(v[0]).min() > 0.95
     s = centred.scores(v[0])
     assert s[0] == pytest.approx(1.0, abs=1e-5) and s.min() < 0.5
@@ -98,12 +98,13 @@ def test_centred_index_spreads_a_narrow_cone_and_keeps_the_ranking_exact():
 
 
 def test_the_policy_is_centred_cosine_for_cells_and_uncentred_text_queries():
-    """One policy everywhere: cells are unit vectors minus their mean, renormalised."""
+    """One policy everywhere: cells are unit vectors minus their mean, renormalised (then whitened,
+    see the whitening test; whiten=0 here)."""
     rng = np.random.default_rng(1)
     cone = rng.normal(size=16) * 10  # every vector shares this direction: raw cosine ~1 for every pair
     v = (cone + rng.normal(size=(40, 16))).astype(np.float32)
     ids, cities = [f"c{i}" for i in range(40)], ["A"] * 20 + ["B"] * 20
-    idx = SimilarityIndex(v, ids, cities, backend="numpy")
+    idx = SimilarityIndex(v, ids, cities, backend="numpy", whiten=0)
     unit = v / np.linalg.norm(v, axis=1, keepdims=True)
     centred = unit - unit.mean(axis=0)
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
@@ -131,14 +132,16 @@ def test_readings_are_the_second_half_of_each_cell_and_text_queries_read_the_fir
     rng = np.random.default_rng(2)
     v, ids, cities = _data(n=60, d=8, seed=2)
     r = np.sqrt(rng.dirichlet(np.ones(5), size=60)).astype(np.float32)  # readings: sqrt of probabilities
-    idx = SimilarityIndex(v, ids, cities, backend="numpy", readings=r)
-    plain = SimilarityIndex(v, ids, cities, backend="numpy")
+    idx = SimilarityIndex(v, ids, cities, backend="numpy", readings=r, whiten=0)
+    plain = SimilarityIndex(v, ids, cities, backend="numpy", whiten=0)
     both = np.hstack([_centred(v), _centred(r)]) / np.sqrt(2)
     assert np.allclose(idx.vectors, both, atol=1e-5) and idx.dim == 13 and idx.image_dim == 8
     # cosine of two cells = the mean of the halves' cosines
     assert np.allclose(idx.scores("c0"), (_centred(v) @ _centred(v)[0] + _centred(r) @ _centred(r)[0]) / 2, atol=1e-5)
     # a cell's id and its raw embedding + reading are the same query
-    assert idx.top_k("c3", 5) == idx.top_k(np.concatenate([v[3], r[3]]), 5)
+    by_id, by_vector = idx.top_k("c3", 5), idx.top_k(np.concatenate([v[3], r[3]]), 5)
+    assert [m.cell_id for m in by_id] == [m.cell_id for m in by_vector]
+    assert np.allclose([m.score for m in by_id], [m.score for m in by_vector], atol=1e-5)
     # text queries score the image half only, on the same cosine scale as without readings
     t = rng.normal(size=8).astype(np.float32)
     assert np.allclose(idx.text_scores(t), plain.text_scores(t), atol=1e-5)
@@ -172,3 +175,31 @@ def test_for_table_aligns_readings_by_cell_id(tmp_path):
     assert np.allclose(idx.vectors, SimilarityIndex(v, ids, cities, backend="numpy", readings=r).vectors, atol=1e-6)
     with pytest.raises(UserError, match="have no reading"):
         SimilarityIndex.for_table(table, ws, readings=SimpleNamespace(vectors=r[:5], cell_ids=ids[:5]))
+
+
+def _participation_ratio(x):
+    s2 = np.linalg.svd(x - x.mean(axis=0), compute_uv=False) ** 2
+    return s2.sum() ** 2 / (s2 ** 2).sum()
+
+
+def test_whitening_evens_out_the_dominant_directions_and_leaves_text_queries_alone():
+    rng = np.random.default_rng(4)
+    # two strong directions (say, two land uses) and twelve weak ones
+    v = (rng.normal(size=(200, 2)) @ rng.normal(size=(2, 14)) * 6 + rng.normal(size=(200, 14))).astype(np.float32)
+    ids, cities = [f"c{i}" for i in range(200)], ["A"] * 100 + ["B"] * 100
+    r = np.sqrt(rng.dirichlet(np.ones(4), size=200)).astype(np.float32)
+    base = SimilarityIndex(v, ids, cities, backend="numpy", readings=r, whiten=0)
+    idx = SimilarityIndex(v, ids, cities, backend="numpy", readings=r, whiten=0.5)
+    x = base.vectors - base.vectors.mean(axis=0)
+    _, sv, axes = np.linalg.svd(x, full_matrices=False)
+    want = x @ axes.T / np.sqrt(sv)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert np.allclose(idx.vectors @ idx.vectors.T, want @ want.T, atol=1e-4)  # sign-free comparison
+    assert _participation_ratio(idx.vectors) > 1.3 * _participation_ratio(base.vectors)  # here 7.1 vs 5.0
+    by_id, by_vector = idx.top_k("c7", 5), idx.top_k(np.concatenate([v[7], r[7]]), 5)  # raw queries whitened alike
+    assert [m.cell_id for m in by_id] == [m.cell_id for m in by_vector]
+    assert np.allclose([m.score for m in by_id], [m.score for m in by_vector], atol=1e-5)
+    t = rng.normal(size=14).astype(np.float32)
+    assert np.allclose(idx.text_scores(t), base.text_scores(t), atol=1e-5)
+    with pytest.raises(UserError, match="whiten"):
+        SimilarityIndex(v, ids, cities, whiten=2.0)

@@ -109,7 +109,7 @@ def test_a_checkpoint_with_lead_sentences_gives_look_alikes_its_captioners_readi
     assert ctx.model.lead_sentences == leads
     assert ctx.readings is not None and np.asarray(ctx.readings.vectors).shape == (len(ctx.cell_ids), len(leads))
     assert np.allclose(np.linalg.norm(ctx.readings.vectors, axis=1), 1, atol=1e-4)  # sqrt of probabilities
-    assert ctx.index.reading_offset is not None and ctx.index.dim == ctx.vectors.shape[1] + len(leads)
+    assert ctx.index.reading_offset.shape == (len(leads),) and ctx.index.image_dim == ctx.vectors.shape[1]
     cell = ctx.cell_ids[0]
     sims = similar_cells(ctx, cell, k=3)
     assert len(sims) == 3 and all(s.city != ws.cell(cell)["city"] for s in sims)

@@ -15,6 +15,13 @@ Why: on the demo (bench/bench_descriptions.py) the captioner names a tile's land
 reliably than the contrastive embedding places it; look-alikes by both agree with the
 query's land use more often than by either. Text queries still score the image half only.
 
+Last, the vectors are partly whitened (`whiten`, default 0.5): coordinates on the indexed
+cells' principal axes, each divided by the square root of its singular value, then
+normalised. A few land-use directions hold most of the variance of a city's tiles, and
+plain cosine ranks look-alikes almost by them alone; the square root evens them out without
+letting noise directions take over (full whitening does: on the demo agreement fell from
+0.87 to 0.69). Power-law PCA whitening as in image retrieval (Jegou & Chum, ECCV 2012).
+
 Who uses it: the Map page's look-alikes and text search, the Compare page
 (`best_in_city`), areas (windows of `vectors`, see `grid_windows`) and the `similar`
 command, all through `SimilarityIndex.for_table` or the app's one cached index.
@@ -35,6 +42,8 @@ import numpy as np
 import pandas as pd
 
 from urbanclip.errors import UserError
+
+WHITEN_POWER = 0.5  # the policy's partial whitening (module doc); 0 = plain centred cosine
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ class SimilarityIndex:
     """
 
     def __init__(self, vectors: np.ndarray, cell_ids: Sequence[str], cities: Sequence[str], backend: str = "auto",
-                 center: bool = True, readings: np.ndarray | None = None):
+                 center: bool = True, readings: np.ndarray | None = None, whiten: float = WHITEN_POWER):
         v = np.asarray(vectors)
         if v.ndim != 2 or v.shape[0] == 0:
             raise UserError(f"similarity index needs a non-empty 2-D array of embeddings, got shape {v.shape}")
@@ -96,6 +105,18 @@ class SimilarityIndex:
             r_unit = normalise_rows(r)
             self.reading_offset = r_unit.mean(axis=0).astype(np.float32)
             self.vectors = normalise_rows(np.hstack([self.vectors, normalise_rows(r_unit - self.reading_offset)]))
+        # text queries read the image half before whitening (with readings it holds 1/sqrt(2) of each row)
+        self._image_half = self.vectors[:, :self.image_dim]
+        self._text_scale = 1.0 if self.reading_offset is None else math.sqrt(2.0)
+        self._whitening = None
+        if center and whiten and v.shape[0] > 1:
+            if not 0 < whiten <= 1:
+                raise UserError(f"similarity index: whiten is a power in (0, 1], got {whiten}")
+            mean = self.vectors.mean(axis=0)
+            _, sv, axes = np.linalg.svd(self.vectors - mean, full_matrices=False)
+            keep = sv > max(sv[0], 1e-12) * 1e-6  # axes with no variance carry nothing to even out
+            self._whitening = (mean.astype(np.float32), (axes[keep].T / sv[keep] ** whiten).astype(np.float32))
+            self.vectors = self._whiten(self.vectors)
         self.cell_ids = [str(c) for c in cell_ids]
         self.cities = np.asarray([str(c) for c in cities])
         self.dim = int(self.vectors.shape[1])
@@ -110,7 +131,8 @@ class SimilarityIndex:
                 self._faiss[c] = idx
 
     @classmethod
-    def for_table(cls, table, workspace, backend: str = "auto", readings=None) -> "SimilarityIndex":
+    def for_table(cls, table, workspace, backend: str = "auto", readings=None,
+                  whiten: float = WHITEN_POWER) -> "SimilarityIndex":
         """The index of an EmbeddingTable's cells (their cities read from the workspace), with the policy;
         `readings`: an EmbeddingTable of the same cells' readings (any order), or None."""
         city_of = dict(zip(workspace.cells["cell_id"].astype(str), workspace.cells["city"].astype(str)))
@@ -122,7 +144,8 @@ class SimilarityIndex:
                 raise UserError(f"similarity index: {len(missing)} embedded cells have no reading (e.g. {missing[0]!r}); "
                                 "recompute the readings")
             r = np.asarray(readings.vectors)[[pos[str(c)] for c in table.cell_ids]]
-        return cls(table.vectors, table.cell_ids, [city_of[c] for c in table.cell_ids], backend=backend, readings=r)
+        return cls(table.vectors, table.cell_ids, [city_of[c] for c in table.cell_ids], backend=backend, readings=r,
+                   whiten=whiten)
 
     def __len__(self) -> int:
         return len(self.cell_ids)
@@ -157,10 +180,14 @@ class SimilarityIndex:
             raise UserError("query vector contains NaN or infinite values")
         img = normalise_rows(q[None, :self.image_dim])
         img = normalise_rows(img - self.offset) if self.offset is not None else img
-        if self.reading_offset is None:
-            return img[0]
-        r = normalise_rows(normalise_rows(q[None, self.image_dim:]) - self.reading_offset)
-        return normalise_rows(np.hstack([img, r]))[0]
+        if self.reading_offset is not None:
+            r = normalise_rows(normalise_rows(q[None, self.image_dim:]) - self.reading_offset)
+            img = normalise_rows(np.hstack([img, r]))
+        return self._whiten(img)[0] if self._whitening is not None else img[0]
+
+    def _whiten(self, x: np.ndarray) -> np.ndarray:
+        mean, projection = self._whitening
+        return normalise_rows((x - mean) @ projection)
 
     def scores(self, query_vector: np.ndarray | str) -> np.ndarray:
         """Cosine similarity of every indexed cell to the query, in index order (a heat layer)."""
@@ -172,10 +199,7 @@ class SimilarityIndex:
         if q.shape[0] != self.image_dim:
             raise UserError(f"text vector has {q.shape[0]} dimensions, the index's image embeddings {self.image_dim}; "
                             "was it encoded by the same model?")
-        image_half = self.vectors[:, :self.image_dim]
-        # with readings each half holds 1/sqrt(2) of a row's length: scale back to a cosine
-        scale = 1.0 if self.reading_offset is None else math.sqrt(2.0)
-        return scale * (image_half @ normalise_rows(q[None])[0])
+        return self._text_scale * (self._image_half @ normalise_rows(q[None])[0])
 
     def best_in_city(self, city_a: str, city_b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every indexed cell of city_a, its most similar cell of city_b: (rows_a, rows_b, scores)."""
