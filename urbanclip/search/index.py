@@ -106,7 +106,7 @@ class SimilarityIndex:
             self.reading_offset = r_unit.mean(axis=0).astype(np.float32)
             self.vectors = normalise_rows(np.hstack([self.vectors, normalise_rows(r_unit - self.reading_offset)]))
         # text queries read the image half before whitening (with readings it holds 1/sqrt(2) of each row)
-        self._image_half = self.vectors[:, :self.image_dim]
+        self._image_half = np.ascontiguousarray(self.vectors[:, :self.image_dim])
         self._text_scale = 1.0 if self.reading_offset is None else math.sqrt(2.0)
         self._whitening = None
         if center and whiten and v.shape[0] > 1:
