@@ -4,8 +4,8 @@ Starts `streamlit run app.py` on the demo workspace (built under URBANCLIP_HOME 
 opens the Map page in Debian's headless Chromium with every non-local request blocked, clicks
 the middle cell of each of the demo's land-use classes in the first city (the demo's hidden
 `demo_landuse` column says which cell is which) and prints what the side panel shows: the
-generated description with its grounding badge, the source description with its badge. It
-saves one screenshot per click; `--screenshot` also copies the water click to
+generated description with its grounding badge, the source description with its badge, and the
+look-alikes in other cities. It saves one screenshot per click (and one scrolled to the look-alikes); `--screenshot` also copies the water click to
 assets/screenshot.png (the README's picture).
 
     python bench/planner_walk.py --out /tmp/walk
@@ -67,6 +67,8 @@ def main() -> int:
             print(f"{ws.root}: {city}; map painted {time.perf_counter() - t0:.1f} s after page load")
             prev = None
             for landuse, (row, col, cell_id) in picks.items():
+                frame_el.scroll_into_view_if_needed()  # back up from the look-alikes
+                page.wait_for_timeout(300)
                 box = frame_el.bounding_box()
                 q = frame.evaluate("([r, c]) => urbanmap.cellCentre(r, c)", [row, col])
                 page.mouse.click(box["x"] + q["x"], box["y"] + q["y"])
@@ -78,6 +80,13 @@ def main() -> int:
                 panel = "\n".join(line for line in body[start:end].splitlines() if line.strip())
                 print(f"\n== {landuse}: {cell_id}\n{panel}")
                 page.screenshot(path=str(out / f"{landuse}.png"))
+                # the look-alikes below the indicators: their text, and a screenshot scrolled to them
+                at = body.find("Most similar cells in other cities", end)
+                if at >= 0:
+                    lines = [ln for ln in body[at:].splitlines() if ln.strip()][:12]
+                    print("\n".join(ln for ln in lines if not ln.startswith("Go to ")))
+                    page.get_by_text("Most similar cells in other cities").first.scroll_into_view_if_needed()
+                    page.screenshot(path=str(out / f"{landuse}-lookalikes.png"))
             browser.close()
     finally:
         server.close()

@@ -60,3 +60,14 @@ def test_format_value_reads_as_a_planner_says_it():
     assert format_value(3.14159, "") == "3.14"
     assert format_value(0, "persons") == "0 persons"
     assert format_value(2860, "million yuan", with_unit=False) == "2.86 billion"
+
+
+def test_similarity_basis_says_what_look_alikes_compare():
+    from types import SimpleNamespace
+
+    from urbanclip.services.profile import similarity_basis
+
+    assert "what the captioner reads" in similarity_basis(SimpleNamespace(index=SimpleNamespace(reading_offset=[0.5])))
+    plain = similarity_basis(SimpleNamespace(index=SimpleNamespace(reading_offset=None)))
+    assert "image embeddings" in plain and "captioner" not in plain
+    assert similarity_basis(SimpleNamespace(index=None)) == ""

@@ -64,6 +64,7 @@ from urbanclip.services.profile import (
     indicator_table,
     profile_cell,
     similar_cells,
+    similarity_basis,
     tile_jpeg,
 )
 
@@ -397,7 +398,8 @@ def look_alikes(ctx: AppContext, prof) -> None:
     if not prof.similar:
         st.markdown(f"**Most similar cells in other cities**  \n:gray[{plain(prof.similar_note)}]")
         return
-    rows = ["<p><b>Most similar cells in other cities</b></p>"]
+    rows = ["<p><b>Most similar cells in other cities</b><br>"
+            f"<small style='color:gray'>{html.escape(similarity_basis(ctx))}</small></p>"]
     for m in prof.similar:
         thumb = tile_jpeg(ctx, m.cell_id, size=72, quality=75) if m.image_path is not None else None
         img = (f"<img src='{_data_uri(thumb)}' width='72' height='72' style='border-radius:4px'>" if thumb else "")

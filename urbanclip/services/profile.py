@@ -191,6 +191,15 @@ def embedded_cities(ctx: AppContext) -> np.ndarray:
     return arr
 
 
+def similarity_basis(ctx: AppContext) -> str:
+    """What the look-alikes' similarity compares, in a planner's words (search.index's policy)."""
+    if ctx.index is None:
+        return ""
+    if getattr(ctx.index, "reading_offset", None) is not None:
+        return "similarity compares the tiles' image embeddings and what the captioner reads in them (cosine, 1 = alike)"
+    return "similarity compares the tiles' image embeddings (cosine, 1 = alike)"
+
+
 def similar_cells(ctx: AppContext, cell_id: str, k: int = 5, other_cities: bool = True,
                   only_city: str | None = None) -> list[SimilarCell]:
     """Top-k cells most like this one by the similarity policy (search.index: image embedding and the
