@@ -115,6 +115,14 @@ def test_describe_and_embed_under_torchrun(tiny_workspace_copy):
     enc = make_encoder(f"urbanclip:{model}", ws)
     table = cached_embeddings(ws, enc)
     assert np.allclose(table.vectors, enc.embed(ws, table.cell_ids), atol=1e-5)
+    # the shipped checkpoint stores its lead sentences: the look-alikes' readings were filled too
+    from urbanclip.evaluation.encoders import ModelReadingEncoder
+
+    assert "cells read" in run.stdout
+    reader = ModelReadingEncoder(model)
+    readings = cached_embeddings(ws, reader)  # from the cache the ranks wrote
+    assert readings.cell_ids == table.cell_ids
+    assert np.allclose(readings.vectors[:20], reader.embed(ws, readings.cell_ids[:20]), atol=1e-4)
     run = subprocess.run([*base, "describe", "-w", str(tiny_workspace_copy), "--backend", "urbanclip", "--model",
                           str(model), "--limit", "12", "--chunk-size", "3", "--max-new-tokens", "8"],
                          env=env, capture_output=True, text=True, timeout=600)

@@ -3,7 +3,9 @@
 `torchrun --nproc_per_node N -m urbanclip embed -w W -e urbanclip:RUN` splits
 the chunks over N processes (each on its own GPU, or its share of the CPU
 cores); an interrupted run resumes from the chunks it saved. Probes, search and
-the app then read the cache as usual.
+the app then read the cache as usual. For an UrbanCLIP run whose checkpoint stores its
+lead sentences, a second pass fills the captioner's readings the look-alikes use
+(model.inference.ModelReadingEncoder), sharded the same way.
 """
 
 from __future__ import annotations
@@ -50,8 +52,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"rank {shard.rank}: chunk {done}/{total}", flush=True)
 
     table = embed_sharded(ws, enc, shard, chunk_size=args.chunk_size, refresh=args.refresh, on_chunk=progress)
+    _readings(ws, enc, shard, args, progress)
     if table is None:
         print(f"rank {shard.rank} of {shard.world}: its chunks are written; rank 0 writes the cache")
         return 0
     print(f"{len(table)} cells embedded ({table.dim}-d) by {enc.label} into {ws.cache_dir / 'embeddings'}")
     return 0
+
+
+def _readings(ws, enc, shard, args, progress) -> None:
+    """The look-alikes' second half (search.index), when the model can read tiles."""
+    from urbanclip.data.embeddings import embed_sharded
+    from urbanclip.evaluation.encoders import ModelReadingEncoder, reads_tiles
+
+    if getattr(enc, "kind", None) != "urbanclip" or not reads_tiles(enc.model):
+        return
+    reader = ModelReadingEncoder(enc.path, model=enc.model)
+    table = embed_sharded(ws, reader, shard, chunk_size=args.chunk_size, refresh=args.refresh, on_chunk=progress)
+    if table is not None:
+        print(f"{len(table)} cells read ({table.dim} lead sentences) by {reader.label} into {ws.cache_dir / 'embeddings'}")
