@@ -63,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
 def _readings(ws, enc, shard, args, progress) -> None:
     """The look-alikes' second half (search.index), when the model can read tiles."""
     from urbanclip.data.embeddings import embed_sharded
-    from urbanclip.evaluation.encoders import ModelReadingEncoder, reads_tiles
+    from urbanclip.evaluation.encoders import reading_encoder
 
-    if getattr(enc, "kind", None) != "urbanclip" or not reads_tiles(enc.model):
+    reader = reading_encoder(enc)
+    if reader is None:
         return
-    reader = ModelReadingEncoder(enc.path, model=enc.model)
     table = embed_sharded(ws, reader, shard, chunk_size=args.chunk_size, refresh=args.refresh, on_chunk=progress)
     if table is not None:
         print(f"{len(table)} cells read ({table.dim} lead sentences) by {reader.label} into {ws.cache_dir / 'embeddings'}")

@@ -24,7 +24,13 @@ import numpy as np
 
 from urbanclip.data.workspace import Workspace
 from urbanclip.errors import UserError
-from urbanclip.model.inference import MODEL_KINDS, ModelImageEncoder, ModelReadingEncoder, checkpoint_stamp, reads_tiles  # noqa: F401  (re-exported)
+from urbanclip.model.inference import (  # noqa: F401  (re-exported)
+    MODEL_KINDS,
+    ModelImageEncoder,
+    ModelReadingEncoder,
+    checkpoint_stamp,
+    reads_tiles,
+)
 
 
 class Encoder(Protocol):
@@ -124,15 +130,19 @@ def parse_opts(pairs: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def reading_table(workspace: Workspace, encoder: Encoder, model: Any = None):
-    """The captioner's readings of the cells (cached like embeddings) when `encoder` is an UrbanCLIP
-    run whose checkpoint stores its lead sentences, else None: the look-alikes' second half
-    (search.index.SimilarityIndex). `model`: that run's model when already loaded."""
-    from urbanclip.data.embeddings import cached_embeddings
-
+def reading_encoder(encoder: Encoder, model: Any = None) -> ModelReadingEncoder | None:
+    """The captioner-readings encoder of `encoder`'s run when it is an UrbanCLIP run whose checkpoint
+    stores its lead sentences, else None (the look-alikes' second half, search.index.SimilarityIndex).
+    `model`: that run's model when already loaded."""
     if not isinstance(encoder, ModelImageEncoder) or encoder.kind != "urbanclip":
         return None
     model = model if model is not None else encoder.model
-    if not reads_tiles(model):
-        return None
-    return cached_embeddings(workspace, ModelReadingEncoder(encoder.path, model=model))
+    return ModelReadingEncoder(encoder.path, model=model) if reads_tiles(model) else None
+
+
+def reading_table(workspace: Workspace, encoder: Encoder, model: Any = None):
+    """The cells' readings by `reading_encoder` (cached like embeddings), or None."""
+    from urbanclip.data.embeddings import cached_embeddings
+
+    reader = reading_encoder(encoder, model)
+    return cached_embeddings(workspace, reader) if reader is not None else None
