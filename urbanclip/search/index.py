@@ -90,25 +90,22 @@ class SimilarityIndex:
         if backend == "faiss" and not faiss_available():
             raise UserError("backend 'faiss' requested but faiss is not installed (`pip install faiss-cpu`)")
         self.backend = backend
-        unit = normalise_rows(v)
         # the policy (module doc); center=False gives plain cosine, for tests of the engines only
-        self.offset = unit.mean(axis=0).astype(np.float32) if center else None
-        self.vectors = normalise_rows(unit - self.offset) if center else unit
+        self.offset = normalise_rows(v).mean(axis=0).astype(np.float32) if center else None
         self.image_dim = int(v.shape[1])
         self.reading_offset = None
+        r = None
         if readings is not None:
             r = np.asarray(readings, dtype=np.float32)
             if r.ndim != 2 or r.shape[0] != v.shape[0]:
                 raise UserError(f"similarity index: {v.shape[0]} embeddings but readings of shape {r.shape}")
             if not np.isfinite(r).all():
                 raise UserError("similarity index: readings contain NaN or infinite values; recompute them")
-            r_unit = normalise_rows(r)
-            self.reading_offset = r_unit.mean(axis=0).astype(np.float32)
-            self.vectors = normalise_rows(np.hstack([self.vectors, normalise_rows(r_unit - self.reading_offset)]))
+            self.reading_offset = normalise_rows(r).mean(axis=0).astype(np.float32)
+        self._whitening = None
+        self.vectors = self._policy(v, r)
         # text queries read the image half before whitening (with readings it holds 1/sqrt(2) of each row)
         self._image_half = np.ascontiguousarray(self.vectors[:, :self.image_dim])
-        self._text_scale = 1.0 if self.reading_offset is None else math.sqrt(2.0)
-        self._whitening = None
         if center and whiten and v.shape[0] > 1:
             if not 0 < whiten <= 1:
                 raise UserError(f"similarity index: whiten is a power in (0, 1], got {whiten}")
@@ -178,12 +175,21 @@ class SimilarityIndex:
                             "was it embedded by the same model?")
         if not np.isfinite(q).all():
             raise UserError("query vector contains NaN or infinite values")
-        img = normalise_rows(q[None, :self.image_dim])
-        img = normalise_rows(img - self.offset) if self.offset is not None else img
-        if self.reading_offset is not None:
-            r = normalise_rows(normalise_rows(q[None, self.image_dim:]) - self.reading_offset)
-            img = normalise_rows(np.hstack([img, r]))
-        return self._whiten(img)[0] if self._whitening is not None else img[0]
+        reading = q[None, self.image_dim:] if self.reading_offset is not None else None
+        q = self._policy(q[None, :self.image_dim], reading)
+        return self._whiten(q)[0] if self._whitening is not None else q[0]
+
+    def _policy(self, images: np.ndarray, readings: np.ndarray | None) -> np.ndarray:
+        """Rows of raw embeddings (and readings) -> the index's space before whitening: each part
+        L2-normalised, centred by the indexed cells' mean, normalised again; the parts side by side."""
+        def centred(x: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+            unit = normalise_rows(x)
+            return normalise_rows(unit - offset) if offset is not None else unit
+
+        out = centred(images, self.offset)
+        if readings is not None:
+            out = normalise_rows(np.hstack([out, centred(readings, self.reading_offset)]))
+        return out
 
     def _whiten(self, x: np.ndarray) -> np.ndarray:
         mean, projection = self._whitening
@@ -199,7 +205,8 @@ class SimilarityIndex:
         if q.shape[0] != self.image_dim:
             raise UserError(f"text vector has {q.shape[0]} dimensions, the index's image embeddings {self.image_dim}; "
                             "was it encoded by the same model?")
-        return self._text_scale * (self._image_half @ normalise_rows(q[None])[0])
+        scale = math.sqrt(2.0) if self.reading_offset is not None else 1.0  # back to a cosine (see _image_half)
+        return scale * (self._image_half @ normalise_rows(q[None])[0])
 
     def best_in_city(self, city_a: str, city_b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every indexed cell of city_a, its most similar cell of city_b: (rows_a, rows_b, scores)."""
