@@ -40,7 +40,14 @@ import pandas as pd
 
 from urbanclip.data.workspace import Workspace, atomic_write_bytes, atomic_write_json, split_sentences
 from urbanclip.errors import UserError
-from urbanclip.model.inference import ModelImageEncoder, describe_cells, embed_cells, encode_texts, need_text_tower
+from urbanclip.model.inference import (
+    ModelImageEncoder,
+    describe_cells,
+    embed_cells,
+    encode_texts,
+    image_batch,
+    need_text_tower,
+)
 
 GENERATED = "generated"
 SUPPORT_RANK_THRESHOLD = 0.2  # badge (older checkpoints): the first sentence is in the captioner's least sure fifth
@@ -329,17 +336,22 @@ class DescriptionGrounding:
         return ("Weakly grounded: " if self.low else "Grounded: ") + text
 
 
+def _tile_batch(model: Any, image: Any):
+    """One tile as the model's input batch [1, 3, S, S]: a PIL tile (the one eval transform,
+    `model.inference.image_batch`) or an already model-ready tensor [3, S, S]."""
+    import torch
+
+    return image.unsqueeze(0) if isinstance(image, torch.Tensor) else image_batch(model, [image])
+
+
 def captioner_support(model: Any, image: Any, sentences: Sequence[str]) -> list[float]:
     """P(sentence | tile, the sentences before it) for each sentence, from the captioner of `model`;
     `image` is a PIL tile or a model-ready tensor [3, S, S]."""
     import torch
 
-    from urbanclip.model.transforms import eval_transform
-
     _need_text_model(model)
-    x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
     with torch.inference_mode():
-        lp = model.sentence_logprobs(x.unsqueeze(0), [list(sentences)])[0]
+        lp = model.sentence_logprobs(_tile_batch(model, image), [list(sentences)])[0]
     return [float(math.exp(v)) if math.isfinite(v) else math.nan for v in lp]
 
 
@@ -356,14 +368,11 @@ def meaning_share(model: Any, image: Any, sentence: str, references: Sequence[st
     """
     import torch
 
-    from urbanclip.model.transforms import eval_transform
-
     _need_text_model(model)
     refs = [r for r in dict.fromkeys(references) if r != sentence]
     cands = [sentence, *refs]
-    x = image if isinstance(image, torch.Tensor) else eval_transform(int(model.config.image_size))(image)
     with torch.inference_mode():
-        lp = model.first_sentence_logprobs(x.unsqueeze(0), cands)[0].double().numpy()
+        lp = model.first_sentence_logprobs(_tile_batch(model, image), cands)[0].double().numpy()
         if reference_vectors is not None and len(reference_vectors) == len(references):
             vec_of = dict(zip(references, np.asarray(reference_vectors, dtype=np.float32)))
             first = model.encode_text([sentence]).float().cpu().numpy()
