@@ -91,12 +91,18 @@ def load_cell_images(workspace: Workspace, cell_ids: Sequence[str]) -> list[Imag
     return images
 
 
+def _over_cells(workspace: Workspace, cell_ids: Sequence[str], chunk: int, width: int, fn) -> np.ndarray:
+    """`fn(tiles) -> [n, width]` over workspace cells, `chunk` tiles read at a time (memory stays flat)."""
+    out = [np.zeros((0, width), np.float32)]
+    for sl in _batches(len(cell_ids), chunk):
+        out.append(fn(load_cell_images(workspace, list(cell_ids[sl]))))
+    return np.concatenate(out)
+
+
 def embed_cells(model: Any, workspace: Workspace, cell_ids: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Image embeddings [n, D] of workspace cells, read and embedded batch by batch."""
-    out = [np.zeros((0, int(model.config.embed_dim)), np.float32)]
-    for sl in _batches(len(cell_ids), batch_size):
-        out.append(embed_images(model, load_cell_images(workspace, cell_ids[sl]), batch_size))
-    return np.concatenate(out)
+    return _over_cells(workspace, cell_ids, batch_size, int(model.config.embed_dim),
+                       lambda tiles: embed_images(model, tiles, batch_size))
 
 
 def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -190,11 +196,8 @@ class ModelReadingEncoder(ModelImageEncoder):
         self.label = f"{self.label}, captioner readings"
 
     def embed(self, workspace: Workspace, cell_ids: Sequence[str]) -> np.ndarray:
-        ids = list(cell_ids)
-        parts = [np.zeros((0, len(self.model.lead_sentences or [])), np.float32)]
-        for sl in _batches(len(ids), 256):
-            parts.append(read_images(self.model, load_cell_images(workspace, ids[sl]), self.batch_size))
-        return np.concatenate(parts)
+        return _over_cells(workspace, cell_ids, 256, len(self.model.lead_sentences or []),
+                           lambda tiles: read_images(self.model, tiles, self.batch_size))
 
 
 def reads_tiles(model: Any) -> bool:
