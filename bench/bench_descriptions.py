@@ -327,40 +327,37 @@ def nearest_other_city(vectors: np.ndarray, cells, k: int = 5) -> np.ndarray:
 def score_lookalike_tradeoff(ctx, cells, seed: int = 0) -> dict:
     """What it would take to spread the index's vectors over more directions, and what it costs.
 
-    The index's vectors before its whitening (search.index.WHITEN_POWER), whitened by other powers:
-    coordinates on the principal axes divided by (singular value ** p); p = 0 is plain centred
-    cosine, p = 0.5 the app's policy, p = 1 full whitening. Also the
-    supervision: the same look-alikes from the text tower's embedding of each cell's own
-    source description (the text the contrastive loss aligned the tiles to).
+    The index (search.index.SimilarityIndex) built with other whitening powers: coordinates on the
+    principal axes divided by (singular value ** p); p = 0 is plain centred cosine, p = 0.5 the
+    app's policy (WHITEN_POWER), p = 1 full whitening. Also the supervision: the same look-alikes
+    from the text tower's embedding of each cell's own source description (the text the
+    contrastive loss aligned the tiles to), centred by the same policy.
     """
+    import torch
+
     from urbanclip.data.embeddings import EmbeddingTable
     from urbanclip.data.topics import topic_order
     from urbanclip.data.workspace import split_sentences
-    from urbanclip.search.index import SimilarityIndex, normalise_rows
+    from urbanclip.search.index import SimilarityIndex
 
     ids = [str(c) for c in cells["cell_id"]]
-    base = SimilarityIndex.for_table(EmbeddingTable(ctx.cell_ids, ctx.vectors), ctx.workspace, readings=ctx.readings,
-                                     whiten=0)
-    vecs = np.stack([base.vectors[base.row_of(c)] for c in ids]).astype(np.float64)
     y = indicator_matrix(ctx.workspace, cells)
     rows = np.arange(len(ids))
-    x = vecs - vecs.mean(axis=0)
-    _, sv, axes = np.linalg.svd(x, full_matrices=False)
-    out = {}
-    for p in (0.0, 0.5, 0.75, 1.0):
-        w = normalise_rows(x @ axes.T / sv ** p).astype(np.float64)
+
+    def quality(index: SimilarityIndex) -> dict:
+        w = np.stack([index.vectors[index.row_of(c)] for c in ids]).astype(np.float64)
         q = match_quality(rows, nearest_other_city(w, cells), cells, y, seed)
-        out[f"whitened_{p}"] = {"effective_rank": effective_rank(w), "agreement": q["agreement"], "ratio": q["ratio"]}
+        return {"effective_rank": effective_rank(w), "agreement": q["agreement"], "ratio": q["ratio"]}
+
+    table = EmbeddingTable(ctx.cell_ids, ctx.vectors)
+    out = {f"whitened_{p}": quality(SimilarityIndex.for_table(table, ctx.workspace, readings=ctx.readings, whiten=p))
+           for p in (0.0, 0.5, 0.75, 1.0)}
     col = ctx.workspace.text_column()
     texts = [" ".join(topic_order(split_sentences(t))) if isinstance(t, str) else "" for t in cells[col]]
-    import torch
-
     with torch.inference_mode():
         t = np.concatenate([ctx.model.encode_text(texts[i:i + 128]).float().cpu().numpy()
-                            for i in range(0, len(texts), 128)]).astype(np.float64)
-    t = normalise_rows(normalise_rows(t) - normalise_rows(t).mean(axis=0)).astype(np.float64)
-    q = match_quality(rows, nearest_other_city(t, cells), cells, y, seed)
-    out["source_text"] = {"effective_rank": effective_rank(t), "agreement": q["agreement"], "ratio": q["ratio"],
+                            for i in range(0, len(texts), 128)])
+    out["source_text"] = {**quality(SimilarityIndex(t, ids, cells["city"].astype(str).tolist(), whiten=0)),
                           "column": col}
     return out
 
